@@ -1,0 +1,224 @@
+"""The ``bagcompile`` command line: train, export, predict, inspect, bench, reproduce.
+
+Each command is a short function that delegates to the library. Results go to stdout; progress
+and logs to stderr. Bad input ends with one line on stderr and a non-zero exit, no traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ._version import __version__
+
+
+def friendly_errors(command):
+    """Turn the library's input errors into click's one-line error (exit 1)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, OSError, RuntimeError, ImportError) as error:
+            raise click.ClickException(f"{type(error).__name__}: {error}") from None
+
+    return wrapper
+
+
+class _Progress:
+    """One status line on stderr, rewritten in place on a terminal, one line per update otherwise."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, message: str, done: int, total: int):
+        line = f"[{done}/{total}] {message}"
+        if self.tty:
+            click.echo("\r" + line.ljust(len(self.last)), err=True, nl=False)
+        elif "done" in message or "kept" in message:
+            click.echo(line, err=True)
+        self.last = line
+
+    def close(self):
+        if self.tty and self.last:
+            click.echo(err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bagcompile")
+def cli():
+    """Train bagged LSTM ensembles, compile each bag into ONE ONNX file, and run it anywhere.
+
+    \b
+    Typical flow:
+      bagcompile train japanese_vowels --out runs/jv     # train a bag, save the run
+      bagcompile export runs/jv -o jv.onnx               # compile + verify against PyTorch
+      bagcompile predict jv.onnx input.npz -o pred.csv   # run it (numpy + onnxruntime only)
+      bagcompile inspect jv.onnx                         # what is inside the file
+    """
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory to write (weights, config, bootstrap indices). Re-running into the "
+                   "same directory resumes: finished members are kept.")
+@click.option("--members", "n_members", type=click.IntRange(1, 1024), help="Number of bag members.")
+@click.option("--hidden", "hidden_size", type=click.IntRange(1, 4096), help="LSTM hidden size.")
+@click.option("--layers", "num_layers", type=click.IntRange(1, 16), help="LSTM layers per member.")
+@click.option("--bidirectional/--unidirectional", default=None, help="Direction of every LSTM layer.")
+@click.option("--epochs", "max_epochs", type=click.IntRange(1), help="Maximum epochs per member (early stopping on out-of-bag loss).")
+@click.option("--batch-size", type=click.IntRange(1), help="Training mini-batch size.")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Seed: same seed, same bag.")
+@click.option("--target", help="CSV only: the column to forecast.")
+@click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV only: steps the model reads.")
+@click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV only: steps to forecast.")
+@click.option("--stride", type=click.IntRange(1), default=1, show_default=True, help="CSV only: step between training windows.")
+def train(source, run_dir, target, input_length, horizon, stride, **params):
+    """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1) or a time-series CSV.
+
+    A CSV (header row; a leading date column is skipped) is split in time order 70/10/20 into
+    train/validation/test; windows of --input-length steps of every column forecast the next
+    --horizon values of --target. Scores on the held-out parts are printed and saved with the run.
+    """
+    from . import recipes
+    from .workflow import train_recipe
+
+    recipe = _recipe(source, target, input_length, horizon, stride)
+    progress = _Progress()
+    try:
+        est = _run_friendly(train_recipe, recipe, run_dir, progress=progress, **params)
+    finally:
+        progress.close()
+    click.echo(f"trained {len(est.bag_.members)} members on {recipe.name}; run saved to {run_dir}")
+    click.echo(json.dumps(est.bag_.scores, indent=1))
+
+
+def _recipe(source, target, input_length, horizon, stride):
+    from . import recipes
+
+    if source in recipes.BUNDLED:
+        return recipes.BUNDLED[source]()
+    if not Path(source).is_file():
+        raise click.BadParameter(f"{source!r} is neither a bundled data set "
+                                 f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file",
+                                 param_hint="SOURCE")
+    if not target:
+        raise click.UsageError("a CSV needs --target COLUMN (the column to forecast)")
+    return _run_friendly(recipes.csv_forecast, source, target, input_length, horizon, stride)
+
+
+def _run_friendly(fn, *args, **kwargs):
+    return friendly_errors(fn)(*args, **kwargs)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .onnx file to write (atomically, only after verification passes).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 14 to the newest onnx knows).")
+@click.option("--member-outputs", is_flag=True, help="Also output every member's result ('members').")
+@friendly_errors
+def export(run_dir, output, opset, member_outputs):
+    """Compile a trained run into one ONNX file, verified against the PyTorch bag.
+
+    The graph is run in onnxruntime on held-out rows (as saved, re-padded with garbage, and with
+    ragged lengths) and compared with PyTorch; above 1e-4 absolute nothing is written.
+    """
+    from .compiler import DEFAULT_OPSET
+    from .workflow import export_run
+
+    result = export_run(run_dir, output, opset=opset or DEFAULT_OPSET, member_outputs=member_outputs)
+    worst = max(r.max_abs_diff for r in result.parity)
+    click.echo(f"wrote {output} ({result.size_bytes / 1024:.0f} KiB, {result.n_nodes} nodes, opset "
+               f"{result.opset}); max |onnx - torch| = {worst:.2e} over {sum(r.n_rows for r in result.parity)} rows")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV to write (atomically).")
+@click.option("--sequence-column", help="CSV: column whose value groups rows into sequences.")
+@click.option("--window", type=click.IntRange(1), help="CSV: slide windows of this many rows over the file.")
+@click.option("--providers", default="auto", show_default=True, help="auto, cpu or cuda.")
+@friendly_errors
+def predict(model, input_path, output, sequence_column, window, providers):
+    """Run MODEL on INPUT (NPZ or CSV) and write predictions as CSV.
+
+    \b
+    NPZ: array 'x' (batch, time, features) and optional 'lengths' (batch,).
+    CSV: one row per time step with the model's feature columns (extra columns are ignored).
+         --sequence-column groups rows into sequences; --window N makes one sequence per
+         window of N consecutive rows; otherwise the whole file is one sequence.
+    """
+    from bagcompile_runtime import EnsembleSession
+
+    from .predict_io import read_sequences, write_predictions
+
+    session = EnsembleSession(model, providers=providers)
+    X, lengths, ids = read_sequences(input_path, session.feature_names, sequence_column, window)
+    write_predictions(session, X, lengths, ids, output)
+    click.echo(f"wrote {len(ids)} predictions to {output} (providers: {', '.join(session.providers)})")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@friendly_errors
+def inspect(model):
+    """Show a bagcompile ONNX file: inputs, outputs, opset, members, metadata, size."""
+    from .inspection import describe
+
+    click.echo(describe(model))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 256), show_default=True)
+@click.option("--length", type=click.IntRange(1), default=None, help="Sequence length (default: the model's input length, or 50).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--repeats", type=click.IntRange(3), default=30, show_default=True)
+@friendly_errors
+def bench(model, batches, length, threads, repeats):
+    """Median latency of MODEL in the runtime, per batch size (random inputs of the right shape)."""
+    from .inspection import benchmark
+
+    for row in benchmark(model, batches, length, threads, repeats):
+        click.echo(row)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/reference"),
+              show_default=True, help="Where the .onnx files and metrics.json go (use 'exported' to refresh the reference files).")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/runs"),
+              show_default=True, help="Where the training runs go.")
+@click.option("--members", "n_members", type=click.IntRange(1), default=None, help="Members per bag (default 10).")
+@friendly_errors
+def reproduce(out_dir, runs_dir, n_members):
+    """The main job: train both bundled data sets, export, predict with the runtime, print metrics.
+
+    Exits non-zero if a target is missed (accuracy, beating persistence, parity).
+    """
+    from .reproduce import run_main_job
+
+    progress = _Progress()
+    try:
+        ok = run_main_job(out_dir, runs_dir, progress=progress, n_members=n_members)
+    finally:
+        progress.close()
+    if not ok:
+        raise click.ClickException("one or more targets were missed (see the table above)")
+
+
+def main():
+    cli(prog_name="bagcompile")
+
+
+if __name__ == "__main__":
+    main()

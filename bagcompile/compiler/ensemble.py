@@ -1,0 +1,159 @@
+"""Assemble the whole bag into one ONNX model: transforms, every member, aggregation, metadata."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .._version import FORMAT_VERSION, __version__
+from ..bag import Bag
+from ..members import check_lstm_supported
+from .lstm import SequenceIndexer, emit_lstm_stack
+from .recorder import FLOAT, INT64, GraphRecorder
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 14
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ValueError(f"opset must be in {MIN_OPSET}..{MAX_OPSET} (this onnx's newest), got {opset}")
+    return int(opset)
+
+
+def _emit_inputs(rec: GraphRecorder, bag: Bag, x: str, lengths: str, index: SequenceIndexer):
+    """Scaling, level-free shift and feature selection; returns (members' input, raw last step)."""
+    t = bag.input_transform
+    with rec.scope("inputs"):
+        scaled = rec.op("Div", [rec.op("Sub", [x, rec.weight("mean", t.mean)]), rec.weight("scale", t.scale)],
+                        label="scaled")
+        raw_last = None
+        if bag.task == "regression" and bag.target_transform.reference_feature is not None:
+            raw_last = index.last_valid(x, t.n_features, label="raw_last")
+        if t.level_free:
+            scaled = rec.op("Sub", [scaled, index.last_valid(scaled, t.n_features, "scaled_last")],
+                            label="level_free")
+        if t.feature_indices is not None:
+            scaled = rec.op("Gather", [scaled, rec.constant(list(t.feature_indices))], axis=2,
+                            label="selected")
+    return scaled, raw_last
+
+
+def _emit_member(rec: GraphRecorder, k: int, member, x: str, index: SequenceIndexer, task: str) -> str:
+    check_lstm_supported(member.lstm)
+    with rec.scope(f"member_{k}"):
+        state = emit_lstm_stack(rec, x, member.lstm, index)
+        with rec.scope("head"):
+            w = member.head.weight.detach().cpu().numpy().astype(np.float32).T
+            b = member.head.bias.detach().cpu().numpy().astype(np.float32)
+            out = rec.op("Add", [rec.op("MatMul", [state, rec.weight("W", w)]), rec.weight("B", b)],
+                         label="output")
+            if task == "classification":
+                out = rec.op("Softmax", [out], axis=-1, label="probabilities")
+        return rec.unsqueeze(out, 0, label="stacked")
+
+
+def _weighted_mean(rec: GraphRecorder, stack: str, weights: np.ndarray | None, label: str) -> str:
+    if weights is None:
+        return rec.reduce_mean(stack, 0, label=label)
+    w = rec.weight("member_weights", weights.reshape(-1, 1, 1))
+    return rec.op("ReduceSum", [rec.op("Mul", [stack, w]), rec.constant([0])], keepdims=0, label=label)
+
+
+def _emit_aggregation(rec: GraphRecorder, bag: Bag, stack: str, raw_last: str | None) -> tuple[list[str], str]:
+    """Members' stacked outputs (members, batch, outputs) -> the contract's named outputs, and the
+    per-member tensor in output units (probabilities, or raw-unit predictions)."""
+    with rec.scope("aggregate"):
+        if bag.task == "classification":
+            votes = stack
+            if bag.vote == "hard":
+                winners = rec.op("ArgMax", [stack], axis=2, keepdims=0)
+                votes = rec.op("OneHot", [winners, rec.constant([bag.n_classes]),
+                                          rec.constant([0.0, 1.0], np.float32)], axis=-1, label="votes")
+            probabilities = _weighted_mean(rec, votes, bag.member_weights, "vote_share")
+            rec.op("Identity", [probabilities], outputs=["probabilities"])
+            rec.op("ArgMax", ["probabilities"], axis=1, keepdims=0, outputs=["label"])
+            return ["probabilities", "label"], stack
+        t = bag.target_transform
+        scale = rec.weight("target_scale", t.scale)
+        descaled = rec.op("Add", [rec.op("Mul", [stack, scale]), rec.weight("target_mean", t.mean)],
+                          label="descaled")
+        if raw_last is not None:
+            reference = rec.op("Gather", [raw_last, rec.constant([t.reference_feature])], axis=1)
+            descaled = rec.op("Add", [descaled, reference], label="residual_added")
+        mean = _weighted_mean(rec, descaled, bag.member_weights, "mean")
+        deviation = rec.op("Sub", [descaled, mean])
+        variance = _weighted_mean(rec, rec.op("Mul", [deviation, deviation]), bag.member_weights, "variance")
+        rec.op("Identity", [mean], outputs=["prediction"])
+        rec.op("Sqrt", [variance], outputs=["std"])
+        return ["prediction", "std"], descaled
+
+
+def _metadata(bag: Bag, versions: dict) -> dict[str, str]:
+    meta = {
+        "bagcompile_format": str(FORMAT_VERSION),
+        "task": bag.task,
+        "n_members": str(len(bag.members)),
+        "n_features": str(bag.input_transform.n_features),
+        "feature_names": json.dumps(list(bag.feature_names)),
+        "aggregation": ("soft_vote" if bag.vote == "soft" else "hard_vote") if bag.task == "classification" else "mean",
+        "member_weights": json.dumps(None if bag.member_weights is None else [float(w) for w in bag.member_weights]),
+        "members": json.dumps([m.spec.to_dict() for m in bag.members]),
+        "input_length": json.dumps(bag.input_length),
+        "input_transform": json.dumps({"level_free": bag.input_transform.level_free,
+                                       "feature_indices": bag.input_transform.feature_indices}),
+        "versions": json.dumps(versions),
+        "scores": json.dumps(bag.scores),
+    }
+    if bag.task == "classification":
+        meta["classes"] = json.dumps([c.item() if hasattr(c, "item") else c for c in bag.classes])
+    else:
+        meta["target_names"] = json.dumps(list(bag.target_names))
+        meta["target_reference_feature"] = json.dumps(bag.target_transform.reference_feature)
+    return meta
+
+
+def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = False) -> onnx.ModelProto:
+    """Build the ONNX model for ``bag`` (not yet verified: see ``export.export_bag``)."""
+    import torch
+
+    opset = check_opset(opset)
+    rec = GraphRecorder(opset)
+    n_features = bag.input_transform.n_features
+    x_time_major = rec.op("Transpose", ["x"], perm=[1, 0, 2], label="x_time_major")
+    need_reverse = any(m.spec.bidirectional for m in bag.members)
+    index = SequenceIndexer(rec, x_time_major, "lengths", need_reverse)
+    member_x, raw_last = _emit_inputs(rec, bag, x_time_major, "lengths", index)
+    stacked = [_emit_member(rec, k, m, member_x, index, bag.task) for k, m in enumerate(bag.members)]
+    stack = stacked[0] if len(stacked) == 1 else rec.op("Concat", stacked, axis=0, label="members_stack")
+    outputs, per_member = _emit_aggregation(rec, bag, stack, raw_last)
+
+    width = bag.n_classes if bag.task == "classification" else bag.n_targets
+    out_info = {
+        "probabilities": helper.make_tensor_value_info("probabilities", FLOAT, ["batch", width]),
+        "label": helper.make_tensor_value_info("label", INT64, ["batch"]),
+        "prediction": helper.make_tensor_value_info("prediction", FLOAT, ["batch", width]),
+        "std": helper.make_tensor_value_info("std", FLOAT, ["batch", width]),
+    }
+    graph_outputs = [out_info[name] for name in outputs]
+    if member_outputs:
+        rec.op("Identity", [per_member], outputs=["members"])
+        graph_outputs.append(helper.make_tensor_value_info("members", FLOAT, [len(bag.members), "batch", width]))
+    graph = helper.make_graph(
+        rec.nodes, "bagged_lstm",
+        inputs=[helper.make_tensor_value_info("x", FLOAT, ["batch", "time", n_features]),
+                helper.make_tensor_value_info("lengths", INT64, ["batch"])],
+        outputs=graph_outputs, initializer=rec.initializers)
+    opset_imports = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opset_imports, producer_name="bagcompile",
+                              producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opset_imports))
+    model.doc_string = (f"bagcompile ensemble: {len(bag.members)} LSTM members, task {bag.task}. "
+                        "Inputs x (batch, time, features) raw units, lengths (batch,) int64 in 1..time.")
+    versions = {"bagcompile": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
+    helper.set_model_props(model, _metadata(bag, versions))
+    return model

@@ -1,0 +1,378 @@
+"""scikit-learn-style bagged LSTM estimators: ``fit``, ``predict``, ``predict_proba``, ``export_onnx``.
+
+``__init__`` only stores arguments; every check happens in ``fit``. Learned state ends in ``_``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bagcompile_runtime.inputs import pad_sequences
+
+from .bag import Bag, InputTransform, TargetTransform, bag_forward, member_inputs, member_outputs, target_to_head
+from .bootstrap import BootstrapDraw, block_bootstrap, sequence_bootstrap
+from .members import MemberSpec
+from .persistence import load_member, load_run, save_member, save_run
+from .training import MemberData, TrainConfig, train_member
+
+ProgressCallback = Callable[[str, int, int], None]  # (message, done, total)
+
+
+class TrainingDataError(ValueError):
+    """Training data that cannot make a sound bag; raised before any training starts."""
+
+
+def _n_features_of(X) -> int:
+    try:
+        first = X[0] if isinstance(X, (list, tuple)) else X
+        shape = np.shape(first)
+        return int(shape[-1]) if isinstance(X, (list, tuple)) else int(np.shape(X)[2])
+    except (IndexError, TypeError):
+        raise TrainingDataError(f"expected X as a list of (time, features) arrays or a (batch, time, "
+                                f"features) array, got shape {np.shape(X)}") from None
+
+
+def as_padded(X, n_features: int | None = None, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated padded float32 batch and int64 lengths (the same rules as the runtime)."""
+    if n_features is None:
+        n_features = _n_features_of(X)
+    try:
+        return pad_sequences(X, n_features, lengths=lengths)
+    except ValueError as error:
+        raise TrainingDataError(str(error)) from None
+
+
+def _fit_scaler(x: np.ndarray, lengths: np.ndarray) -> InputTransform:
+    mask = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    frames = x[mask].astype(np.float64)
+    scale = frames.std(axis=0)
+    scale[scale < 1e-8] = 1.0  # constant features: leave them unscaled rather than divide by 0
+    return InputTransform(frames.mean(axis=0), scale)
+
+
+class _BaggedLSTM:
+    _task: str
+    _extra_params: tuple = ()
+
+    def __init__(self, n_members: int = 10, hidden_size: int = 32, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, max_epochs: int = 60,
+                 batch_size: int = 32, learning_rate: float = 3e-3, weight_decay: float = 0.0,
+                 patience: int = 8, clip_grad_norm: float = 1.0, max_samples: float = 1.0,
+                 bootstrap: str = "auto", block_length: int | None = None, stratify: bool = False,
+                 level_free: bool = False, feature_indices=None, random_state: int = 0):
+        self.n_members = n_members
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.clip_grad_norm = clip_grad_norm
+        self.max_samples = max_samples
+        self.bootstrap = bootstrap
+        self.block_length = block_length
+        self.stratify = stratify
+        self.level_free = level_free
+        self.feature_indices = feature_indices
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        import inspect
+
+        names = [n for n in inspect.signature(_BaggedLSTM.__init__).parameters if n != "self"]
+        return {name: getattr(self, name) for name in [*names, *self._extra_params]}
+
+    # --- fitting -------------------------------------------------------------------------------
+    def _check_params(self):
+        if not isinstance(self.n_members, int) or self.n_members < 1:
+            raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}")
+        if self.bootstrap not in ("auto", "sequences", "blocks", "none"):
+            raise ValueError(f"bootstrap must be 'auto', 'sequences', 'blocks' or 'none', got {self.bootstrap!r}")
+
+    def _draws(self, n: int, classes_idx, time_spans, seeds) -> list[BootstrapDraw]:
+        mode = self.bootstrap
+        if mode == "auto":
+            mode = "blocks" if time_spans is not None else "sequences"
+        if mode == "blocks" and time_spans is None:
+            raise TrainingDataError("bootstrap='blocks' needs time_spans (each window's [first, last+1) step)")
+        draws = []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            if mode == "none":
+                draws.append(BootstrapDraw(np.arange(n, dtype=np.int64), np.empty(0, np.int64)))
+            elif mode == "blocks":
+                spans = np.asarray(time_spans, dtype=np.int64)
+                span = int(np.max(spans[:, 1] - spans[:, 0]))
+                draws.append(block_bootstrap(spans, self.block_length or 4 * span, rng, self.max_samples))
+            else:
+                strata = classes_idx if (self.stratify and classes_idx is not None) else None
+                draws.append(sequence_bootstrap(n, rng, self.max_samples, strata))
+        return draws
+
+    def _fingerprint(self, x, lengths, targets) -> str:
+        digest = hashlib.sha256()
+        for array in (x, lengths, targets):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(json.dumps(self.get_params(), sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
+
+    def _fit_bag(self, X, targets_raw, lengths, time_spans, feature_names, checkpoint_dir,
+                 progress: ProgressCallback | None):
+        self._check_params()
+        x, lengths = as_padded(X, lengths=lengths)
+        if not np.all(np.isfinite(x)):
+            raise TrainingDataError("X contains NaN or Inf; clean or impute the data before training")
+        n, t_max, f = x.shape
+        if n < 2:
+            raise TrainingDataError(f"need at least 2 training sequences, got {n}")
+        if time_spans is not None and len(time_spans) != n:
+            raise TrainingDataError(f"time_spans has {len(time_spans)} rows for {n} sequences")
+        self.n_features_in_ = f
+        self.feature_names_ = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(f)]
+        if len(self.feature_names_) != f:
+            raise TrainingDataError(f"feature_names has {len(self.feature_names_)} names for {f} features")
+        transform = _fit_scaler(x, lengths)
+        transform = InputTransform(transform.mean, transform.scale, self.level_free, self.feature_indices)
+        head_targets, classes_idx, output_size = self._prepare_targets(targets_raw, x, lengths, n)
+        if self.n_members > n:
+            raise TrainingDataError(f"{self.n_members} members but only {n} training sequences; "
+                                    "use fewer members or more data")
+        self.input_transform_ = transform
+        self.input_length_ = int(t_max) if np.all(lengths == t_max) else None
+
+        seeds = np.random.default_rng(self.random_state).integers(0, 2**31 - 1, size=self.n_members)
+        self.member_seeds_ = [int(s) for s in seeds]
+        self.bootstrap_ = self._draws(n, classes_idx, time_spans, self.member_seeds_)
+        data = MemberData(member_inputs(transform, torch.from_numpy(x), torch.from_numpy(lengths)).contiguous(),
+                          torch.from_numpy(lengths), head_targets, self._task == "classification")
+        spec = MemberSpec(transform.n_member_inputs, self.hidden_size, self.num_layers, bool(self.bidirectional),
+                          float(self.dropout), output_size)
+        config = TrainConfig(self.max_epochs, self.batch_size, self.learning_rate, self.weight_decay,
+                             self.patience, clip_grad_norm=self.clip_grad_norm)
+        fingerprint = self._fingerprint(x, lengths, head_targets.numpy())
+        members, histories = [], []
+        for k, (seed, draw) in enumerate(zip(self.member_seeds_, self.bootstrap_)):
+            checkpoint = Path(checkpoint_dir) / f"member_{k}.safetensors" if checkpoint_dir else None
+            if checkpoint is not None and checkpoint.is_file():
+                member, meta = load_member(checkpoint)
+                if meta.get("fingerprint") == fingerprint:
+                    members.append(member)
+                    histories.append(meta["history"])
+                    if progress:
+                        progress(f"member {k + 1}/{self.n_members}: kept from checkpoint", k + 1, self.n_members)
+                    continue
+            on_epoch = None
+            if progress:
+                on_epoch = lambda e, loss, k=k: progress(
+                    f"member {k + 1}/{self.n_members} epoch {e + 1} loss {loss:.4f}", k, self.n_members)
+            member, history = train_member(spec, data, draw.in_bag, draw.out_of_bag, seed, config, on_epoch)
+            if checkpoint is not None:
+                save_member(checkpoint, member, {"fingerprint": fingerprint, "history": history, "seed": seed})
+            members.append(member)
+            histories.append(history)
+            if progress:
+                progress(f"member {k + 1}/{self.n_members} done (best epoch {history['best_epoch'] + 1})",
+                         k + 1, self.n_members)
+        self.histories_ = histories
+        self.bag_ = self._make_bag(members)
+        self._fit_sample_ = (x[: min(n, 256)], lengths[: min(n, 256)])
+        self._compute_oob(x, lengths, targets_raw)
+        return self
+
+    def _compute_oob(self, x, lengths, targets_raw):
+        outs = member_outputs(self.bag_, torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+        total = np.zeros(outs.shape[1:], dtype=np.float64)
+        count = np.zeros(outs.shape[1], dtype=np.int64)
+        for k, draw in enumerate(self.bootstrap_):
+            total[draw.out_of_bag] += outs[k, draw.out_of_bag]
+            count[draw.out_of_bag] += 1
+        covered = count > 0
+        if not covered.all():
+            warnings.warn(f"{int((~covered).sum())} of {len(count)} training samples are in every member's "
+                          "bag; the out-of-bag score ignores them", RuntimeWarning, stacklevel=3)
+        self.oob_prediction_ = np.where(covered[:, None], total / np.maximum(count, 1)[:, None], np.nan)
+        self.oob_score_ = self._oob_score(self.oob_prediction_[covered], targets_raw, covered) if covered.any() else float("nan")
+
+    # --- prediction and export ---------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "bag_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+
+    def _forward(self, X, lengths=None) -> dict:
+        self._check_fitted()
+        x, lengths = as_padded(X, self.n_features_in_, lengths)
+        return bag_forward(self.bag_, x, lengths)
+
+    def export_onnx(self, path, X=None, lengths=None, **options):
+        """Compile to one ONNX file, verified against this PyTorch bag before it is written.
+
+        ``X``: real inputs to verify on (default: a sample of the training data). ``options`` are
+        those of :func:`bagcompile.compiler.export_bag` (``opset``, ``atol``, ``member_outputs``).
+        """
+        from .compiler import export_bag
+
+        self._check_fitted()
+        x, lengths = self._fit_sample_ if X is None else as_padded(X, self.n_features_in_, lengths)
+        return export_bag(self.bag_, path, verify_x=x, verify_lengths=lengths, **options)
+
+    def save(self, run_dir) -> Path:
+        self._check_fitted()
+        record = {"params": self.get_params(), "member_seeds": self.member_seeds_, "histories": self.histories_,
+                  "oob_score": self.oob_score_, "estimator": type(self).__name__}
+        return save_run(run_dir, self.bag_, self.bootstrap_, record)
+
+    @classmethod
+    def load(cls, run_dir):
+        bag, draws, record = load_run(run_dir)
+        if record.get("estimator") != cls.__name__:
+            raise ValueError(f"{run_dir} holds a {record.get('estimator')}, not a {cls.__name__}")
+        self = cls(**record["params"])
+        self.bag_, self.bootstrap_ = bag, draws
+        self.member_seeds_, self.histories_ = record["member_seeds"], record["histories"]
+        self.oob_score_ = record["oob_score"]
+        self.n_features_in_ = bag.input_transform.n_features
+        self.feature_names_ = bag.feature_names
+        self.input_transform_ = bag.input_transform
+        self.input_length_ = bag.input_length
+        rng = np.random.default_rng(0)
+        t = bag.input_length or 16
+        sample = rng.normal(size=(16, t, self.n_features_in_)) * bag.input_transform.scale + bag.input_transform.mean
+        self._fit_sample_ = (sample.astype(np.float32), np.full(16, t, np.int64))
+        cls._restore(self, bag)
+        return self
+
+
+class BaggedLSTMClassifier(_BaggedLSTM):
+    """Bag of LSTM classifiers over whole sequences; soft vote (mean of member probabilities)."""
+
+    _task = "classification"
+
+    def fit(self, X, y, *, lengths=None, feature_names=None, checkpoint_dir=None,
+            progress: ProgressCallback | None = None):
+        """``X``: list of (T_i, F) arrays or an (N, T, F) array; ``y``: (N,) labels of any type."""
+        return self._fit_bag(X, y, lengths, None, feature_names, checkpoint_dir, progress)
+
+    def _prepare_targets(self, y, x, lengths, n):
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n:
+            raise TrainingDataError(f"expected y of shape ({n},), got {y.shape}")
+        self.classes_, idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise TrainingDataError(f"y has one class only ({self.classes_[0]!r}); classification needs at least 2")
+        self._y_idx = idx
+        return torch.from_numpy(idx.astype(np.int64)), idx, len(self.classes_)
+
+    def _make_bag(self, members):
+        return Bag("classification", members, self.input_transform_, self.feature_names_,
+                   classes=list(self.classes_), input_length=self.input_length_)
+
+    def _oob_score(self, oob_proba, y, covered):
+        return float(np.mean(oob_proba.argmax(1) == self._y_idx[covered]))
+
+    @staticmethod
+    def _restore(self, bag):
+        self.classes_ = np.asarray(bag.classes)
+
+    def predict_proba(self, X, lengths=None) -> np.ndarray:
+        return self._forward(X, lengths)["probabilities"]
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        return self.classes_[self._forward(X, lengths)["label"]]
+
+    def member_predictions(self, X, lengths=None) -> np.ndarray:
+        """(members, N) labels predicted by each member alone."""
+        self._check_fitted()
+        x, lengths = as_padded(X, self.n_features_in_, lengths)
+        probs = member_outputs(self.bag_, torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+        return self.classes_[probs.argmax(-1)]
+
+    def score(self, X, y, lengths=None) -> float:
+        return float(np.mean(self.predict(X, lengths) == np.asarray(y)))
+
+
+class BaggedLSTMRegressor(_BaggedLSTM):
+    """Bag of LSTM regressors/forecasters; the mean of the members, with their spread.
+
+    ``residual_feature``: predict each target as a change from the last observed value of this
+    input feature (index), which lets a forecaster follow levels it never saw in training.
+    ``time_spans`` in ``fit``: (N, 2) [first, last+1) time steps of overlapping windows; with it,
+    bootstrap draws whole time blocks and out-of-bag windows are purged of any overlap.
+    """
+
+    _task = "regression"
+    _extra_params = ("residual_feature",)
+
+    def __init__(self, n_members: int = 10, *, residual_feature: int | None = None, **params):
+        super().__init__(n_members, **params)
+        self.residual_feature = residual_feature
+
+    def fit(self, X, y, *, lengths=None, time_spans=None, feature_names=None, target_names=None,
+            checkpoint_dir=None, progress: ProgressCallback | None = None):
+        """``X``: list of (T_i, F) arrays or an (N, T, F) array; ``y``: (N,) or (N, K) targets."""
+        self._target_names = target_names
+        return self._fit_bag(X, y, lengths, time_spans, feature_names, checkpoint_dir, progress)
+
+    def _prepare_targets(self, y, x, lengths, n):
+        y = np.asarray(y, dtype=np.float32)
+        self._y_1d = y.ndim == 1
+        y = y.reshape(n, -1) if y.ndim == 1 else y
+        if y.ndim != 2 or len(y) != n:
+            raise TrainingDataError(f"expected y of shape ({n},) or ({n}, targets), got {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise TrainingDataError("y contains NaN or Inf; clean the targets before training")
+        ref = self.residual_feature
+        reference_last = None
+        if ref is not None:
+            if not 0 <= int(ref) < x.shape[2]:
+                raise TrainingDataError(f"residual_feature={ref} is not a feature index (0..{x.shape[2] - 1})")
+            reference_last = x[np.arange(n), lengths - 1, int(ref)]
+            residual = y - reference_last[:, None]
+        else:
+            residual = y
+        scale = residual.std(axis=0).astype(np.float64)
+        scale[scale < 1e-8] = 1.0
+        self.target_transform_ = TargetTransform(residual.mean(axis=0), scale,
+                                                 None if ref is None else int(ref))
+        names = self._target_names
+        self.target_names_ = list(names) if names is not None else [f"y{i}" for i in range(y.shape[1])]
+        if len(self.target_names_) != y.shape[1]:
+            raise TrainingDataError(f"target_names has {len(self.target_names_)} names for {y.shape[1]} targets")
+        head = target_to_head(self.target_transform_, y, reference_last)
+        return torch.from_numpy(np.ascontiguousarray(head, dtype=np.float32)), None, y.shape[1]
+
+    def _make_bag(self, members):
+        return Bag("regression", members, self.input_transform_, self.feature_names_,
+                   target_transform=self.target_transform_, target_names=self.target_names_,
+                   input_length=self.input_length_)
+
+    def _oob_score(self, oob_pred, y, covered):
+        y = np.asarray(y, dtype=np.float64).reshape(len(covered), -1)[covered]
+        return float(np.mean((oob_pred - y) ** 2))
+
+    @staticmethod
+    def _restore(self, bag):
+        self.target_transform_ = bag.target_transform
+        self.target_names_ = bag.target_names
+        self._y_1d = False
+
+    def predict(self, X, lengths=None, return_std: bool = False):
+        out = self._forward(X, lengths)
+        pred, std = out["prediction"], out["std"]
+        if self._y_1d:
+            pred, std = pred[:, 0], std[:, 0]
+        return (pred, std) if return_std else pred
+
+    def member_predictions(self, X, lengths=None) -> np.ndarray:
+        """(members, N, targets) raw-unit predictions of each member alone."""
+        self._check_fitted()
+        x, lengths = as_padded(X, self.n_features_in_, lengths)
+        return member_outputs(self.bag_, torch.from_numpy(x), torch.from_numpy(lengths)).numpy()

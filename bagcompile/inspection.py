@@ -1,0 +1,68 @@
+"""``bagcompile inspect`` and ``bagcompile bench``: describe and time a compiled ensemble."""
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def describe(path) -> str:
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf raises its own DecodeError, unrelated to ValueError
+        raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__})") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "bagcompile_format" not in meta:
+        raise ValueError(f"{path} is an ONNX model but not a bagcompile ensemble "
+                         "(no 'bagcompile_format' metadata)")
+
+    def shape(value_info):
+        dims = value_info.type.tensor_type.shape.dim
+        return "[" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + "]"
+
+    def dtype(value_info):
+        return onnx.TensorProto.DataType.Name(value_info.type.tensor_type.elem_type).lower()
+
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    lines = [f"file: {path} ({path.stat().st_size / 1024:.1f} KiB, {params:,} stored values)",
+             f"producer: {model.producer_name} {model.producer_version}; IR version {model.ir_version}; "
+             + "opsets: " + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+             "inputs:"]
+    lines += [f"  {v.name}: {dtype(v)} {shape(v)}" for v in model.graph.input]
+    lines.append("outputs:")
+    lines += [f"  {v.name}: {dtype(v)} {shape(v)}" for v in model.graph.output]
+    lines.append(f"nodes: {len(model.graph.node)} (" + ", ".join(f"{k} {v}" for k, v in ops.most_common()) + ")")
+    members = json.loads(meta.get("members", "[]"))
+    lines.append(f"members: {meta.get('n_members')}")
+    for k, m in enumerate(members):
+        lines.append(f"  {k}: LSTM {m['input_size']}->{m['hidden_size']} x{m['num_layers']} "
+                     f"{'bidirectional' if m['bidirectional'] else 'unidirectional'} -> {m['output_size']}")
+    lines.append("metadata:")
+    lines += [f"  {k}: {v}" for k, v in sorted(meta.items()) if k != "members"]
+    return "\n".join(lines)
+
+
+def benchmark(path, batches, length=None, threads=None, repeats=30):
+    from bagcompile_runtime import EnsembleSession
+
+    session = EnsembleSession(path, providers="cpu", intra_op_threads=threads)
+    length = length or session.metadata.input_length or 50
+    rng = np.random.default_rng(0)
+    yield f"{'batch':>6} {'length':>6} {'median ms':>10} {'p90 ms':>8} {'rows/s':>10}"
+    for batch in batches:
+        x = rng.normal(size=(batch, length, session.n_features)).astype(np.float32)
+        session.run(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(x)
+            times.append(time.perf_counter() - start)
+        median = float(np.median(times))
+        yield f"{batch:>6} {length:>6} {median * 1e3:>10.3f} {np.percentile(times, 90) * 1e3:>8.3f} {batch / median:>10.0f}"

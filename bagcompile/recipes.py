@@ -1,0 +1,93 @@
+"""Turn a data source (a bundled data set or a user's CSV) into time-ordered train/validation/test
+parts, plus the estimator settings that suit it. Shared by ``bagcompile train`` and the main job."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import datasets
+
+
+@dataclass
+class Recipe:
+    name: str
+    task: str                      # "classification" or "regression"
+    feature_names: list[str]
+    train: tuple                   # (X, y) or (X, y, spans) for windows
+    validation: tuple | None
+    test: tuple
+    params: dict = field(default_factory=dict)   # estimator defaults for this source
+    target_names: list[str] | None = None
+    target_scale: float | None = None            # training std used to standardise reported MSE
+    baselines: dict = field(default_factory=dict)
+
+
+def japanese_vowels() -> Recipe:
+    """Speaker classification; the published split (no validation part: members early-stop on OOB)."""
+    return Recipe("japanese_vowels", "classification", list(datasets.JAPANESE_VOWELS_FEATURES),
+                  datasets.load_japanese_vowels("train"), None, datasets.load_japanese_vowels("test"),
+                  params={"hidden_size": 32, "n_members": 10})
+
+
+def _forecast_baselines(X_train, y_train, X_test, y_test, target_index, scale) -> dict:
+    """Persistence (repeat the last value) and a ridge model on the last input values of the target."""
+    last = X_test[:, -1, target_index][:, None]
+    persistence = float(np.mean((last - y_test) ** 2) / scale**2)
+    a = np.c_[X_train[:, :, target_index], np.ones(len(X_train))].astype(np.float64)
+    penalty = 1e-2 * np.eye(a.shape[1])
+    penalty[-1, -1] = 0.0
+    coef = np.linalg.solve(a.T @ a + penalty, a.T @ y_train)
+    linear = np.c_[X_test[:, :, target_index], np.ones(len(X_test))] @ coef
+    return {"persistence_mse": persistence, "linear_mse": float(np.mean((linear - y_test) ** 2) / scale**2)}
+
+
+def forecast_recipe(name, values, columns, target, input_length, horizon, stride, borders,
+                    features=None) -> Recipe:
+    """Windows over one multivariate series; ``borders``: train/validation/test row ranges in time
+    order. Training windows lie inside the training rows; later parts' inputs may look back."""
+    if target not in columns:
+        raise ValueError(f"target column {target!r} not found; columns are {', '.join(columns)}")
+    t_idx = columns.index(target)
+    parts = {}
+    for split, (start, stop) in borders.items():
+        back = None if split == "train" else max(0, start - input_length)
+        parts[split] = datasets.make_forecast_windows(values, input_length, horizon, t_idx, start, stop,
+                                                      stride if split == "train" else 1, back)
+    train_rows = values[borders["train"][0]:borders["train"][1], t_idx]
+    scale = float(train_rows.std())
+    feature_indices = [t_idx] if features is None else [columns.index(c) for c in features]
+    # Baselines see every training window (stride 1), whatever stride the bag trains on.
+    X_tr, y_tr, _ = datasets.make_forecast_windows(values, input_length, horizon, t_idx, *borders["train"])
+    X_te, y_te, _ = parts["test"]
+    return Recipe(
+        name, "regression", list(columns), parts["train"], parts.get("validation")[:2] if "validation" in parts else None,
+        parts["test"][:2],
+        params={"hidden_size": 32, "n_members": 10, "level_free": True, "residual_feature": t_idx,
+                "feature_indices": feature_indices, "patience": 5},
+        target_names=[f"{target}+{h + 1}" for h in range(horizon)], target_scale=scale,
+        baselines=_forecast_baselines(X_tr, y_tr, X_te, y_te, t_idx, scale))
+
+
+def etth1(input_length: int = 96, horizon: int = 24, stride: int = 4) -> Recipe:
+    """ETTh1: the last ``input_length`` hours of all 7 columns -> the next ``horizon`` values of OT.
+    Informer split (12/4/4 months); the members read OT only, level-free, with residual targets."""
+    values, columns, _ = datasets.load_etth1()
+    return forecast_recipe("etth1", values, list(columns), "OT", input_length, horizon, stride,
+                           datasets.ETTH1_SPLITS)
+
+
+def csv_forecast(path, target, input_length, horizon, stride=1, features=None,
+                 fractions=(0.7, 0.1, 0.2)) -> Recipe:
+    """A user's time-series CSV, split in time order by ``fractions`` (train, validation, test)."""
+    values, columns = datasets.load_csv_series(path)
+    n = len(values)
+    a, b = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+    borders = {"train": (0, a), "validation": (a, b), "test": (b, n)}
+    if fractions[1] == 0:
+        borders.pop("validation")
+    return forecast_recipe(str(path), values, list(columns), target, input_length, horizon, stride,
+                           borders, features)
+
+
+BUNDLED = {"japanese_vowels": japanese_vowels, "etth1": etth1}

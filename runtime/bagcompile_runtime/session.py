@@ -1,0 +1,209 @@
+"""EnsembleSession: load a bagcompile ``.onnx`` file and predict with it."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from .errors import (
+    MISSING_ENGINE_MESSAGE,
+    InvalidInputError,
+    MissingEngineError,
+    ModelFormatError,
+    ProviderError,
+)
+from .inputs import prepare
+from .metadata import read_metadata
+from .providers import CPU, check_granted, plan_providers
+
+# Contract: input/output name -> (onnx type, rank). See README "The model-file contract".
+INPUTS = {"x": ("tensor(float)", 3), "lengths": ("tensor(int64)", 1)}
+OUTPUTS = {
+    "classification": {"probabilities": ("tensor(float)", 2), "label": ("tensor(int64)", 1)},
+    "regression": {"prediction": ("tensor(float)", 2), "std": ("tensor(float)", 2)},
+}
+MEMBERS = ("tensor(float)", 3)  # optional output: [members, batch, classes or targets]
+BATCH_AXIS = {"members": 1}  # every other output has the batch first
+
+
+def _import_ort():
+    # Imported lazily so `import bagcompile_runtime` stays cheap and a missing engine gets our
+    # install hint instead of a bare ModuleNotFoundError.
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingEngineError(MISSING_ENGINE_MESSAGE) from exc
+    return onnxruntime
+
+
+def _short(exc) -> str:
+    """One line of onnxruntime's error text, without its '[ONNXRuntimeError] : 7 : ...' prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return text.split("failed:", 1)[-1].strip()[:300]
+
+
+def _open(ort, model, source, plan, options):
+    def create(providers):
+        # enable_fallback=0: onnxruntime's own fallback prints to stdout and, at run time,
+        # swaps the providers of a live session, which is not safe with many threads.
+        sess = ort.InferenceSession(model, sess_options=options, providers=providers,
+                                    enable_fallback=0)
+        sess.disable_fallback()  # older onnxruntime ignores the keyword above
+        return sess
+
+    try:
+        return create(plan.requested)
+    except Exception as first:  # onnxruntime's exceptions share no useful base class
+        if plan.names != [CPU]:
+            try:  # CPU works -> the provider was the problem, not the file
+                sess = create([CPU])
+            except Exception:
+                pass
+            else:
+                if plan.strict:
+                    raise ProviderError(
+                        f"could not start {plan.names[0]}: {_short(first)}"
+                    ) from first
+                return sess  # "auto": check_granted warns about running on CPU
+        hint = " (truncated, or not an ONNX file?)" if "Protobuf" in str(first) else ""
+        raise ModelFormatError(
+            f"cannot load {source} as an ONNX model: {_short(first)}{hint}"
+        ) from None
+
+
+def _check_contract(session, meta, source) -> int:
+    """Check the graph's inputs/outputs against the contract for its task; return n_features."""
+
+    def check(args, expected, kind, exact=False):
+        found = {a.name: a for a in args}
+        if exact and set(found) != set(expected):
+            raise ModelFormatError(
+                f"{source}: graph {kind}s are {sorted(found)}, expected {sorted(expected)}"
+            )
+        for name, (dtype, rank) in expected.items():
+            arg = found.get(name)
+            if arg is None or arg.type != dtype or len(arg.shape) != rank:
+                got = "missing" if arg is None else f"{arg.type} of rank {len(arg.shape)}"
+                raise ModelFormatError(
+                    f"{source}: {kind} {name!r} should be {dtype} of rank {rank}, got {got}"
+                )
+        return found
+
+    inputs = check(session.get_inputs(), INPUTS, "input", exact=True)
+    outputs = check(session.get_outputs(), OUTPUTS[meta.task], "output")
+    if "members" in outputs:
+        check([outputs["members"]], {"members": MEMBERS}, "output")
+
+    dim = inputs["x"].shape[2]  # an int, or a str/None when the graph leaves it symbolic
+    dim = dim if isinstance(dim, int) else None
+    n_features = meta.n_features if meta.n_features is not None else dim
+    if n_features is None:
+        raise ModelFormatError(f"{source}: the number of features is unknown")
+    if dim not in (None, n_features):
+        raise ModelFormatError(
+            f"{source}: metadata says {n_features} features, the graph takes {dim}"
+        )
+    if meta.task == "classification":
+        n_classes = outputs["probabilities"].shape[1]
+        if isinstance(n_classes, int) and n_classes != len(meta.classes):
+            raise ModelFormatError(
+                f"{source}: metadata lists {len(meta.classes)} classes, "
+                f"the graph outputs {n_classes} probabilities"
+            )
+    return n_features
+
+
+class EnsembleSession:
+    """A bagcompile ensemble loaded in onnxruntime.
+
+    ``providers``: ``"auto"`` (CUDA if usable, else CPU with one RuntimeWarning), ``"cpu"``,
+    ``"cuda"`` (ProviderError unless CUDA is granted) or a list of onnxruntime providers (the first
+    must be granted). Inputs larger than ``batch_size`` rows run in chunks to bound memory.
+    One session may be shared by many threads.
+    """
+
+    def __init__(self, path, providers="auto", *, intra_op_threads=None, session_options=None,
+                 allow_nonfinite=False, batch_size=4096):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        ort = _import_ort()
+        if isinstance(path, bytes):  # a serialized model; not kept on self (it may be large)
+            self.path, source = None, "model bytes"
+        else:
+            path = self.path = os.fspath(path)
+            source = repr(path)
+            if not os.path.isfile(path):
+                raise ModelFormatError(f"model file not found: {path}")
+
+        plan = plan_providers(providers, ort)
+        options = session_options
+        if options is None:
+            options = ort.SessionOptions()
+            if plan.probing_cuda:
+                options.log_severity_level = 3  # no C++ noise if CUDA libs are missing: we warn
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+
+        self.session = _open(ort, path, source, plan, options)
+        self.metadata = read_metadata(self.session, source)
+        self.n_features = _check_contract(self.session, self.metadata, source)
+        self.providers = list(self.session.get_providers())
+        check_granted(plan, self.providers, stacklevel=2)
+        self.batch_size = batch_size
+        self.allow_nonfinite = allow_nonfinite
+        self._classes = np.asarray(self.metadata.classes)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    # Convenience views of the metadata.
+    task = property(lambda self: self.metadata.task)
+    classes = property(lambda self: self.metadata.classes)
+    feature_names = property(lambda self: self.metadata.feature_names)
+    target_names = property(lambda self: self.metadata.target_names)
+    n_members = property(lambda self: self.metadata.n_members)
+
+    def __repr__(self):
+        where = "<bytes>" if self.path is None else repr(self.path)
+        return (f"EnsembleSession({where}, task={self.task!r}, n_members={self.n_members}, "
+                f"providers={self.providers})")
+
+    def run(self, X, lengths=None) -> dict:
+        """Run the graph; return every output by name (``probabilities``/``label`` or
+        ``prediction``/``std``, plus any extra output such as ``members``)."""
+        return self._run(X, lengths, self._output_names)
+
+    def _run(self, X, lengths, names):
+        # Only locals here: onnxruntime's run is thread-safe, and so is this method.
+        batch = prepare(X, self.n_features, lengths, self.allow_nonfinite)
+        parts = [self.session.run(names, {"x": x, "lengths": n})
+                 for x, n in batch.chunks(self.batch_size)]
+        if len(parts) == 1:
+            return dict(zip(names, parts[0]))
+        return {name: np.concatenate([p[i] for p in parts], axis=BATCH_AXIS.get(name, 0))
+                for i, name in enumerate(names)}
+
+    def predict(self, X, lengths=None, return_std=False):
+        """Classification: the class labels (taken from ``classes``). Regression: ``prediction``
+        ``[batch, targets]``. ``return_std=True`` also returns the members' spread."""
+        if self.task == "regression":
+            out = self._run(X, lengths, ["prediction", "std"] if return_std else ["prediction"])
+            return (out["prediction"], out["std"]) if return_std else out["prediction"]
+        if return_std and "members" not in self._output_names:
+            raise InvalidInputError(
+                "return_std=True needs a 'members' output (per-member probabilities) and this "
+                "classification model has none; use predict_proba for the soft vote"
+            )
+        out = self._run(X, lengths, ["label", "members"] if return_std else ["label"])
+        labels = self._classes[out["label"]]
+        return (labels, out["members"].std(axis=0)) if return_std else labels
+
+    def predict_proba(self, X, lengths=None):
+        """Soft-vote class probabilities ``[batch, classes]`` (columns in ``classes`` order)."""
+        if self.task != "classification":
+            raise InvalidInputError(
+                f"predict_proba needs a classification model; this one is {self.task} "
+                "(use predict)"
+            )
+        return self._run(X, lengths, ["probabilities"])["probabilities"]

@@ -1,0 +1,508 @@
+"""Tests of the torch-free runtime (bagcompile_runtime) against tiny contract-conforming graphs.
+
+The graphs are built here with onnx.helper (onnx is a test dependency, never a runtime one):
+each member is a linear map of the mean of the valid time steps, so a numpy reference is exact.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bagcompile_runtime import EnsembleSession, errors, pad_sequences
+from bagcompile_runtime import FORMAT_VERSION
+from bagcompile_runtime.errors import (
+    BagcompileRuntimeError,
+    InvalidInputError,
+    ModelFormatError,
+    ProviderError,
+)
+
+F, K, C, P = 4, 3, 3, 2  # features, members, classes, regression targets
+CLASSES = ["ae", "i", "u"]
+RNG = np.random.default_rng(0)
+W_CLS = RNG.normal(size=(F, K * C)).astype(np.float32)
+W_REG = RNG.normal(size=(F, K * P)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- graph builders
+
+
+def _mean_valid_steps(nodes):
+    """Nodes computing `mean` [b, F] = mean of x over each row's valid steps."""
+    nodes += [
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Gather", ["x_shape", "one"], ["steps"], axis=0),
+        helper.make_node("Range", ["zero", "steps", "one"], ["t"]),
+        helper.make_node("Unsqueeze", ["lengths", "axis1"], ["len_col"]),
+        helper.make_node("Less", ["t", "len_col"], ["valid"]),
+        helper.make_node("Cast", ["valid"], ["valid_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["valid_f", "axis2"], ["mask"]),
+        helper.make_node("Mul", ["x", "mask"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["total"], keepdims=0),
+        helper.make_node("Cast", ["len_col"], ["len_f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["total", "len_f"], ["mean"]),
+    ]
+
+
+def _constants(w, width):
+    return [
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(np.array([0, K, width], np.int64), "member_shape"),
+    ]
+
+
+def _metadata(kind, over):
+    task = kind
+    meta = {
+        "bagcompile_format": str(FORMAT_VERSION),
+        "task": task,
+        "n_members": str(K),
+        "n_features": str(F),
+        "feature_names": json.dumps([f"f{i}" for i in range(F)]),
+        "aggregation": "soft_vote" if task == "classification" else "mean",
+        "members": json.dumps([{"kind": "linear"}] * K),
+        "input_length": "null",
+        "versions": json.dumps({"bagcompile": "0.1.0", "onnx": onnx.__version__}),
+        "scores": json.dumps({"accuracy": 0.9}),
+    }
+    if task == "classification":
+        meta["classes"] = json.dumps(CLASSES)
+    else:
+        meta["target_names"] = json.dumps(["temp", "load"])
+    meta.update(over)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def build_model(kind="classification", members_output=False, metadata=True, **meta_over):
+    """A graph of `kind`; keyword arguments override (or, with None, drop) metadata entries."""
+    task, nodes = kind, []
+    _mean_valid_steps(nodes)
+    width = C if task == "classification" else P
+    nodes += [
+        helper.make_node("MatMul", ["mean", "W"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "member_shape"], ["raw"]),
+    ]
+    out = lambda name, dims: helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    if task == "classification":
+        nodes += [
+            helper.make_node("Softmax", ["raw"], ["stack"], axis=-1),
+            helper.make_node("ReduceMean", ["stack"], ["probabilities"], axes=[1], keepdims=0),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ]
+        outputs = [
+            out("probabilities", ["batch", C]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Identity", ["raw"], ["stack"]),
+            helper.make_node("ReduceMean", ["stack"], ["prediction"], axes=[1], keepdims=0),
+            helper.make_node("ReduceMean", ["stack"], ["centre"], axes=[1], keepdims=1),
+            helper.make_node("Sub", ["stack", "centre"], ["dev"]),
+            helper.make_node("Mul", ["dev", "dev"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq"], ["var"], axes=[1], keepdims=0),
+            helper.make_node("Sqrt", ["var"], ["std"]),
+        ]
+        outputs = [out("prediction", ["batch", P]), out("std", ["batch", P])]
+    if members_output:  # members first, as bagcompile's compiler writes it
+        nodes.append(helper.make_node("Transpose", ["stack"], ["members"], perm=[1, 0, 2]))
+        outputs.append(out("members", [K, "batch", width]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_bag",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", F]),
+            helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+        ],
+        outputs,
+        initializer=_constants(W_CLS if task == "classification" else W_REG, width),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.producer_name, model.producer_version = "bagcompile", "0.1.0"
+    if metadata:
+        helper.set_model_props(model, _metadata(kind, meta_over))
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model, path):
+    onnx.save(model, str(path))
+    return path
+
+
+# numpy reference of the same ensembles
+def ref_members(rows, w, width):
+    means = np.stack([np.asarray(r, np.float64).mean(axis=0) for r in rows])
+    return (means @ w.astype(np.float64)).reshape(len(rows), K, width)
+
+
+def ref_proba(rows):
+    z = ref_members(rows, W_CLS, C)
+    e = np.exp(z - z.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)).mean(axis=1)
+
+
+def ragged(n, rng, max_len=9):
+    return [rng.normal(size=(int(rng.integers(1, max_len + 1)), F)).astype(np.float32)
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def cls_path(tmp_path_factory):
+    return save(build_model(), tmp_path_factory.mktemp("m") / "cls.onnx")
+
+
+@pytest.fixture(scope="module")
+def cls(cls_path):
+    return EnsembleSession(cls_path, providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    path = save(build_model("regression"), tmp_path_factory.mktemp("m") / "reg.onnx")
+    return EnsembleSession(path, providers="cpu")
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def test_classification_values_and_labels(cls):
+    rows = ragged(12, np.random.default_rng(1))
+    proba = cls.predict_proba(rows)
+    assert proba.dtype == np.float32 and proba.shape == (12, C)
+    np.testing.assert_allclose(proba, ref_proba(rows), rtol=1e-5, atol=1e-6)
+    labels = cls.predict(rows)
+    assert list(labels) == [CLASSES[i] for i in ref_proba(rows).argmax(axis=1)]
+    out = cls.run(rows)
+    assert set(out) == {"probabilities", "label"}
+    assert out["label"].dtype == np.int64
+
+
+def test_regression_values_and_std(reg):
+    rows = ragged(7, np.random.default_rng(2))
+    members = ref_members(rows, W_REG, P)
+    pred, std = reg.predict(rows, return_std=True)
+    np.testing.assert_allclose(pred, members.mean(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, members.std(axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(reg.predict(rows), pred)
+    with pytest.raises(InvalidInputError, match="predict_proba needs a classification model"):
+        reg.predict_proba(rows)
+
+
+def test_ragged_equals_one_at_a_time(cls):
+    rows = ragged(15, np.random.default_rng(3), max_len=20)
+    together = cls.predict_proba(rows)
+    alone = np.vstack([cls.predict_proba([row]) for row in rows])
+    np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-7)
+
+
+def test_padded_array_with_lengths_equals_ragged(cls):
+    rows = ragged(6, np.random.default_rng(4))
+    x, lengths = pad_sequences(rows, F)
+    x[0, lengths[0]:] = np.nan  # garbage in the padding is never read
+    x[1, lengths[1]:] = 1e30
+    np.testing.assert_allclose(cls.predict_proba(x, lengths), cls.predict_proba(rows), rtol=1e-6)
+    # lengths on ragged rows cut each row
+    cut = cls.predict_proba(rows, lengths=[1] * 6)
+    np.testing.assert_allclose(cut, cls.predict_proba([r[:1] for r in rows]), rtol=1e-6)
+
+
+def test_pad_sequences_layout():
+    rows = [np.ones((2, F)), np.full((3, F), 2, dtype=np.int32)]
+    x, lengths = pad_sequences(rows, F)
+    assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (2, 3, F)
+    assert lengths.dtype == np.int64 and lengths.tolist() == [2, 3]
+    assert (x[0, 2] == 0).all() and (x[1] == 2).all()
+    dense = np.arange(2 * 3 * F, dtype=np.float64).reshape(2, 3, F)
+    x, lengths = pad_sequences(dense, F, lengths=np.array([3, 1]))
+    assert x.dtype == np.float32 and lengths.tolist() == [3, 1]
+    assert (x[1, 1:] == 0).all() and dense[1, 1:].all()  # padding zeroed in a copy only
+
+
+def test_float64_and_int_input_are_converted(cls):
+    rows = [np.round(r * 4) for r in ragged(5, np.random.default_rng(5))]
+    expected = cls.predict_proba([r.astype(np.float32) for r in rows])
+    np.testing.assert_array_equal(cls.predict_proba([r.astype(np.float64) for r in rows]), expected)
+    np.testing.assert_array_equal(cls.predict_proba([r.astype(np.int64) for r in rows]), expected)
+    np.testing.assert_array_equal(cls.predict_proba([r.tolist() for r in rows]), expected)
+    dense = np.ones((2, 3, F), dtype=np.int32)
+    np.testing.assert_array_equal(cls.predict_proba(dense),
+                                  cls.predict_proba(dense.astype(np.float32)))
+
+
+def test_classification_return_std(tmp_path):
+    rows = ragged(5, np.random.default_rng(6))
+    plain = EnsembleSession(save(build_model(), tmp_path / "a.onnx"), "cpu")
+    with pytest.raises(InvalidInputError, match="needs a 'members' output"):
+        plain.predict(rows, return_std=True)
+    rich = EnsembleSession(save(build_model(members_output=True), tmp_path / "b.onnx"), "cpu")
+    labels, std = rich.predict(rows, return_std=True)
+    assert list(labels) == list(plain.predict(rows))
+    z = ref_members(rows, W_CLS, C)
+    e = np.exp(z - z.max(axis=2, keepdims=True))
+    np.testing.assert_allclose(std, (e / e.sum(axis=2, keepdims=True)).std(axis=1), atol=1e-6)
+    out = rich.run(rows)
+    assert set(out) == {"probabilities", "label", "members"} and out["members"].shape == (K, 5, C)
+    # chunks are joined along each output's batch axis (axis 1 for members)
+    chunked = EnsembleSession(tmp_path / "b.onnx", "cpu", batch_size=2)
+    np.testing.assert_allclose(chunked.run(rows)["members"], out["members"], rtol=1e-6)
+    np.testing.assert_allclose(chunked.predict(rows, return_std=True)[1], std, rtol=1e-5)
+
+
+def test_chunking_equals_unchunked(cls_path, cls):
+    rows = ragged(10, np.random.default_rng(7), max_len=30)
+    small = EnsembleSession(cls_path, "cpu", batch_size=3)
+    # Chunks pad to their own width and run as smaller GEMMs: equal up to float32 rounding.
+    a, b = small.run(rows), cls.run(rows)
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    x, lengths = pad_sequences(rows, F)
+    np.testing.assert_array_equal(small.predict(x, lengths), cls.predict(x, lengths))
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        EnsembleSession(cls_path, "cpu", batch_size=0)
+
+
+def test_threads_share_one_session(cls):
+    rng = np.random.default_rng(8)
+    batches = [ragged(int(rng.integers(1, 40)), rng, max_len=25) for _ in range(200)]
+    expected = [cls.predict_proba(b) for b in batches]
+    failures = []
+
+    def worker(offset):
+        try:
+            for i in range(len(batches)):
+                j = (i + offset * 25) % len(batches)
+                if not np.array_equal(cls.predict_proba(batches[j]), expected[j]):
+                    failures.append(j)
+        except Exception as exc:  # surfaced below; threads swallow exceptions otherwise
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_metadata_and_properties(cls):
+    assert cls.task == "classification"
+    assert cls.classes == tuple(CLASSES)
+    assert cls.n_members == K and cls.n_features == F
+    assert cls.feature_names == tuple(f"f{i}" for i in range(F))
+    meta = cls.metadata
+    assert meta.format_version == FORMAT_VERSION and meta.aggregation == "soft_vote"
+    assert meta.producer_version == "0.1.0" and meta.scores == {"accuracy": 0.9}
+    assert meta.input_length is None and len(meta.members) == K
+    with pytest.raises(Exception):
+        meta.task = "regression"  # frozen
+    assert "CPUExecutionProvider" in repr(cls)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "X, lengths, message",
+    [
+        (np.zeros((32, 10)), None,
+         r"expected X of shape \(batch, time, features\), got shape \(32, 10\)"),
+        (np.zeros((2, 5, 7)), None, "expected 4 features, got 7"),
+        ([np.zeros((3, F)), np.zeros((2, 7))], None, "row 1: expected 4 features, got 7"),
+        ([np.zeros((3, F))] * 3 + [np.zeros((0, F))], None,
+         r"row 3 is empty \(length 0\): every sequence needs at least one step"),
+        ([np.zeros((3, F)), []], None, r"row 1 is empty \(length 0\)"),
+        ([np.zeros(F)], None, r"row 0: expected a 2-D \(time, features\) array, got shape \(4,\)"),
+        (np.zeros((5, 29, F)), [3, 3, 3, 3], "lengths has 4 entries for a batch of 5"),
+        (np.zeros((5, 29, F)), [3, 3, 40, 3, 3], r"lengths\[2\]=40 is outside 1\.\.29"),
+        (np.zeros((2, 29, F)), [0, 3], r"lengths\[0\]=0 is outside 1\.\.29"),
+        (np.zeros((2, 29, F)), [2.5, 3], "lengths must be integers"),
+        ([np.zeros((3, F)), np.zeros((2, F))], [3, 3], r"lengths\[1\]=3 is outside 1\.\.2"),
+        ([], None, "empty batch: X has no sequences"),
+        (np.zeros((0, 3, F)), None, "empty batch: X has no sequences"),
+        (np.zeros((2, 0, F)), None, r"row 0 is empty \(length 0\)"),
+        ([np.array([["a"] * F])], None, "row 0 must hold numbers"),
+        ([[[1.0] * F, [2.0]]], None, "row 0 cannot be read as a numeric array"),
+    ],
+)
+def test_bad_input_messages(cls, X, lengths, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        cls.predict(X, lengths)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, BagcompileRuntimeError)
+
+
+def test_nonfinite_only_in_valid_part(cls_path, cls):
+    rows = ragged(3, np.random.default_rng(9))
+    rows[1] = rows[1].copy()
+    rows[1][0, 0] = np.nan
+    msg = r"X contains NaN or Inf \(row 1\); pass allow_nonfinite=True to run anyway"
+    with pytest.raises(InvalidInputError, match=msg):
+        cls.predict(rows)
+    x, lengths = pad_sequences(rows, F, allow_nonfinite=True)
+    with pytest.raises(InvalidInputError, match=msg):
+        cls.predict(x, lengths)
+    x = np.ones((2, 5, F))
+    x[0, 3:] = np.inf  # only padding
+    assert cls.predict(x, [3, 5]).shape == (2,)
+    x[1, 0, 0] = 1e300  # float64 beyond float32 range becomes Inf
+    with pytest.raises(InvalidInputError, match=r"NaN or Inf \(row 1\)"):
+        cls.predict(x, [3, 5])
+    lenient = EnsembleSession(cls_path, "cpu", allow_nonfinite=True)
+    assert np.isnan(lenient.predict_proba(rows)[1]).all()
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def test_model_format_errors(tmp_path):
+    good = build_model().SerializeToString()
+    (tmp_path / "trunc.onnx").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.onnx").write_text("definitely not a model")
+    cases = {
+        tmp_path / "missing.onnx": "model file not found",
+        tmp_path / "trunc.onnx": r"cannot load .* as an ONNX model: .*\(truncated, or not an ONNX",
+        tmp_path / "text.onnx": "cannot load .* as an ONNX model",
+        save(build_model(metadata=False), tmp_path / "plain.onnx"):
+            r"is not a bagcompile ensemble \(no 'bagcompile_format' metadata\)",
+        save(build_model(bagcompile_format=str(FORMAT_VERSION + 1)), tmp_path / "new.onnx"):
+            "upgrade|pip install -U bagcompile-runtime",
+        save(build_model(task="regression", classes=json.dumps(CLASSES)), tmp_path / "mix.onnx"):
+            "output 'prediction' should be tensor\\(float\\) of rank 2, got missing",
+        save(build_model(n_features="9", feature_names=None), tmp_path / "feat.onnx"):
+            "metadata says 9 features, the graph takes 4",
+        save(build_model(classes=json.dumps(["a", "b"])), tmp_path / "cls.onnx"):
+            "metadata lists 2 classes, the graph outputs 3",
+        save(build_model(classes=None), tmp_path / "nocls.onnx"): "without 'classes' metadata",
+        save(build_model(feature_names='["a"]'), tmp_path / "names.onnx"):
+            "lists 1 feature_names for n_features=4",
+        save(build_model(versions="{oops"), tmp_path / "json.onnx"): "'versions' is not valid JSON",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ModelFormatError, match=message) as info:
+            EnsembleSession(path, providers="cpu")
+        assert "\n" not in str(info.value), path  # one clear line
+
+
+def test_model_from_bytes():
+    session = EnsembleSession(build_model().SerializeToString(), "cpu")
+    assert session.predict([np.ones((2, F))]).shape == (1,)
+
+
+# ---------------------------------------------------------------- providers
+
+
+def test_cpu_provider(cls_path):
+    assert EnsembleSession(cls_path, providers="cpu").providers == ["CPUExecutionProvider"]
+    assert EnsembleSession(cls_path, providers=["CPUExecutionProvider"]).providers == [
+        "CPUExecutionProvider"]
+
+
+def test_auto_provider(cls_path):
+    import onnxruntime
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session = EnsembleSession(cls_path, providers="auto")
+    fell_back = "CUDAExecutionProvider" in onnxruntime.get_available_providers() and (
+        "CUDAExecutionProvider" not in session.providers)
+    runtime_warnings = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime_warnings) == (1 if fell_back else 0)
+    assert [w for w in caught if issubclass(w.category, UserWarning)] == []
+    assert session.providers[-1] == "CPUExecutionProvider"
+
+
+def test_cuda_provider_refused_without_cuda(cls_path):
+    try:
+        session = EnsembleSession(cls_path, providers="cuda")
+    except ProviderError as exc:
+        assert "CUDAExecutionProvider" in str(exc)
+        assert isinstance(exc, RuntimeError)
+    else:
+        if "CUDAExecutionProvider" not in session.providers:
+            pytest.fail("providers='cuda' silently ran without CUDA")
+        pytest.skip("CUDA is really granted on this machine")
+
+
+def test_granted_check_warns_for_auto_and_raises_for_explicit():
+    # What happens when onnxruntime-gpu lists CUDA but the CUDA libraries are missing: the
+    # session comes back on CPU. (Exercised here on the pure check; a CPU box cannot provoke it.)
+    from bagcompile_runtime.providers import ProviderPlan, check_granted
+
+    cpu_only = ["CPUExecutionProvider"]
+    auto = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], False, True)
+    with pytest.warns(RuntimeWarning, match="running on CPU") as caught:
+        check_granted(auto, cpu_only)
+    assert len(caught) == 1
+    strict = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], True, False)
+    granted = r"requested providers \['CUDAExecutionProvider', 'CPUExecutionProvider'\] but "
+    with pytest.raises(ProviderError, match=granted + r"onnxruntime granted \[.CPUExecution"):
+        check_granted(strict, cpu_only)
+    check_granted(strict, ["CUDAExecutionProvider", "CPUExecutionProvider"])  # granted: silent
+
+
+@pytest.mark.parametrize("providers", ["tpu", "", [], ["FooExecutionProvider"], 3])
+def test_unknown_provider(cls_path, providers):
+    with pytest.raises(ProviderError, match="auto.*cpu.*cuda"):
+        EnsembleSession(cls_path, providers=providers)
+
+
+# ---------------------------------------------------------------- packaging promises
+
+
+def _run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_torch_and_lazy_onnxruntime(cls_path):
+    result = _run_python(f"""
+        import sys
+        import numpy as np
+        import bagcompile_runtime
+        assert "onnxruntime" not in sys.modules, "imported onnxruntime eagerly"
+        session = bagcompile_runtime.EnsembleSession({str(cls_path)!r})
+        labels = session.predict([np.ones((3, {F})), np.zeros((1, {F}))])
+        assert labels.shape == (2,), labels
+        assert "torch" not in sys.modules, "torch was imported"
+        assert "onnx" not in sys.modules, "onnx was imported"
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_missing_engine_message(cls_path):
+    result = _run_python(f"""
+        import sys
+        sys.modules["onnxruntime"] = None  # what Python does for a package that is not installed
+        from bagcompile_runtime import EnsembleSession, errors
+        try:
+            EnsembleSession({str(cls_path)!r})
+        except errors.MissingEngineError as exc:
+            assert isinstance(exc, ImportError)
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'bagcompile-runtime[cpu]'" in result.stdout
+    assert "never both" in result.stdout
+
+
+def test_public_names():
+    import bagcompile_runtime
+
+    for name in ["EnsembleSession", "errors", "pad_sequences", "__version__"]:
+        assert name in bagcompile_runtime.__all__
+    assert errors.ProviderError is ProviderError
