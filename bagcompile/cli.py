@@ -30,6 +30,14 @@ def friendly_errors(command):
     return wrapper
 
 
+class InputError(click.UsageError):
+    """Bad input found after the arguments are parsed: exit 2 like a usage error, but one line
+    on stderr (no usage block), like every other error of this CLI."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
+
+
 class _Progress:
     """One status line on stderr, rewritten in place on a terminal, one line per update otherwise."""
 
@@ -106,11 +114,10 @@ def _recipe(source, target, input_length, horizon, stride):
     if source in recipes.BUNDLED:
         return recipes.BUNDLED[source]()
     if not Path(source).is_file():
-        raise click.BadParameter(f"{source!r} is neither a bundled data set "
-                                 f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file",
-                                 param_hint="SOURCE")
+        raise InputError(f"SOURCE {source!r} is neither a bundled data set "
+                         f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file")
     if not target:
-        raise click.UsageError("a CSV needs --target COLUMN (the column to forecast)")
+        raise InputError("a CSV needs --target COLUMN (the column to forecast)")
     return _run_friendly(recipes.csv_forecast, source, target, input_length, horizon, stride)
 
 

@@ -38,12 +38,13 @@ def _n_features_of(X) -> int:
                                 f"features) array, got shape {np.shape(X)}") from None
 
 
-def as_padded(X, n_features: int | None = None, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+def as_padded(X, n_features: int | None = None, lengths=None,
+              allow_nonfinite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Validated padded float32 batch and int64 lengths (the same rules as the runtime)."""
     if n_features is None:
         n_features = _n_features_of(X)
     try:
-        return pad_sequences(X, n_features, lengths=lengths)
+        return pad_sequences(X, n_features, lengths=lengths, allow_nonfinite=allow_nonfinite)
     except ValueError as error:
         raise TrainingDataError(str(error)) from None
 
@@ -128,9 +129,13 @@ class _BaggedLSTM:
     def _fit_bag(self, X, targets_raw, lengths, time_spans, feature_names, checkpoint_dir,
                  progress: ProgressCallback | None):
         self._check_params()
-        x, lengths = as_padded(X, lengths=lengths)
-        if not np.all(np.isfinite(x)):
-            raise TrainingDataError("X contains NaN or Inf; clean or impute the data before training")
+        # Non-finite values are reported here, with training advice, rather than by the runtime's
+        # check (whose message suggests allow_nonfinite=True, which fit does not offer).
+        x, lengths = as_padded(X, lengths=lengths, allow_nonfinite=True)
+        if not np.all(np.isfinite(x)):  # padding is zeros: only valid steps can fail
+            row = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
+            raise TrainingDataError(f"X contains NaN or Inf (row {row}); clean or impute the data "
+                                    "before training")
         n, t_max, f = x.shape
         if n < 2:
             raise TrainingDataError(f"need at least 2 training sequences, got {n}")
@@ -228,6 +233,8 @@ class _BaggedLSTM:
         self._check_fitted()
         record = {"params": self.get_params(), "member_seeds": self.member_seeds_, "histories": self.histories_,
                   "oob_score": self.oob_score_, "estimator": type(self).__name__}
+        if hasattr(self, "_y_1d"):  # regressor fitted on (N,) targets predicts (N,), also after load
+            record["target_1d"] = bool(self._y_1d)
         return save_run(run_dir, self.bag_, self.bootstrap_, record)
 
     @classmethod
@@ -248,6 +255,8 @@ class _BaggedLSTM:
         sample = rng.normal(size=(16, t, self.n_features_in_)) * bag.input_transform.scale + bag.input_transform.mean
         self._fit_sample_ = (sample.astype(np.float32), np.full(16, t, np.int64))
         cls._restore(self, bag)
+        if "target_1d" in record:
+            self._y_1d = bool(record["target_1d"])
         return self
 
 
@@ -323,10 +332,10 @@ class BaggedLSTMRegressor(_BaggedLSTM):
 
     def _prepare_targets(self, y, x, lengths, n):
         y = np.asarray(y, dtype=np.float32)
-        self._y_1d = y.ndim == 1
-        y = y.reshape(n, -1) if y.ndim == 1 else y
-        if y.ndim != 2 or len(y) != n:
+        if y.ndim not in (1, 2) or len(y) != n:  # before any reshape: (2N,) must not become (N, 2)
             raise TrainingDataError(f"expected y of shape ({n},) or ({n}, targets), got {y.shape}")
+        self._y_1d = y.ndim == 1
+        y = y.reshape(n, -1)
         if not np.all(np.isfinite(y)):
             raise TrainingDataError("y contains NaN or Inf; clean the targets before training")
         ref = self.residual_feature

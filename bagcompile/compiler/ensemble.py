@@ -45,7 +45,7 @@ def _emit_inputs(rec: GraphRecorder, bag: Bag, x: str, lengths: str, index: Sequ
 
 def _emit_member(rec: GraphRecorder, k: int, member, x: str, index: SequenceIndexer, task: str) -> str:
     check_lstm_supported(member.lstm)
-    with rec.scope(f"member_{k}"):
+    with rec.scope(f"m{k}"):
         state = emit_lstm_stack(rec, x, member.lstm, index)
         with rec.scope("head"):
             w = member.head.weight.detach().cpu().numpy().astype(np.float32).T
@@ -54,7 +54,7 @@ def _emit_member(rec: GraphRecorder, k: int, member, x: str, index: SequenceInde
                          label="output")
             if task == "classification":
                 out = rec.op("Softmax", [out], axis=-1, label="probabilities")
-        return rec.unsqueeze(out, 0, label="stacked")
+        return out
 
 
 def _weighted_mean(rec: GraphRecorder, stack: str, weights: np.ndarray | None, label: str) -> str:
@@ -72,7 +72,7 @@ def _emit_aggregation(rec: GraphRecorder, bag: Bag, stack: str, raw_last: str | 
             votes = stack
             if bag.vote == "hard":
                 winners = rec.op("ArgMax", [stack], axis=2, keepdims=0)
-                votes = rec.op("OneHot", [winners, rec.constant([bag.n_classes]),
+                votes = rec.op("OneHot", [winners, rec.constant(bag.n_classes),
                                           rec.constant([0.0, 1.0], np.float32)], axis=-1, label="votes")
             probabilities = _weighted_mean(rec, votes, bag.member_weights, "vote_share")
             rec.op("Identity", [probabilities], outputs=["probabilities"])
@@ -129,10 +129,12 @@ def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = Fal
     index = SequenceIndexer(rec, x_time_major, "lengths", need_reverse)
     member_x, raw_last = _emit_inputs(rec, bag, x_time_major, "lengths", index)
     stacked = [_emit_member(rec, k, m, member_x, index, bag.task) for k, m in enumerate(bag.members)]
-    stack = stacked[0] if len(stacked) == 1 else rec.op("Concat", stacked, axis=0, label="members_stack")
+    # (members*batch, outputs) -> (members, batch, outputs): one Concat and one Reshape, not M Unsqueezes.
+    joined = stacked[0] if len(stacked) == 1 else rec.op("Concat", stacked, axis=0, label="members_joined")
+    width = bag.n_classes if bag.task == "classification" else bag.n_targets
+    stack = rec.op("Reshape", [joined, rec.constant([len(stacked), -1, width])], label="members_stack")
     outputs, per_member = _emit_aggregation(rec, bag, stack, raw_last)
 
-    width = bag.n_classes if bag.task == "classification" else bag.n_targets
     out_info = {
         "probabilities": helper.make_tensor_value_info("probabilities", FLOAT, ["batch", width]),
         "label": helper.make_tensor_value_info("label", INT64, ["batch"]),

@@ -74,14 +74,17 @@ class SequenceIndexer:
         return self.rec.op("Reshape", [gathered, shape], label=label)
 
 
-def _lstm_node(rec: GraphRecorder, x: str, lstm: nn.LSTM, layer: int, reverse: bool) -> str:
-    """One ONNX LSTM over (time, batch, in) -> Y as (time, batch, hidden)."""
-    direction = "backward" if reverse else "forward"
+def _lstm_node(rec: GraphRecorder, x: str, lstm: nn.LSTM, layer: int, reverse: bool, last: bool) -> str:
+    """One ONNX LSTM over (time, batch, in) -> Y as (time, batch, hidden); for the last layer the
+    raw (time, 1, batch, hidden) Y, which ``last_valid`` flattens directly (one node fewer)."""
+    direction = "bw" if reverse else "fw"
     w, r, b = onnx_lstm_weights(lstm, layer, reverse)
     with rec.scope(direction):
         inputs = [x, rec.weight("W", w), rec.weight("R", r), rec.weight("B", b)]
         # No empty optional inputs ("" names): some float16 converters crash on them.
         y = rec.op("LSTM", inputs, hidden_size=lstm.hidden_size, direction="forward", label="LSTM")
+        if last:
+            return y
         return rec.op("Reshape", [y, rec.constant([0, -1, lstm.hidden_size])], label="Y")
 
 
@@ -90,15 +93,15 @@ def emit_lstm_stack(rec: GraphRecorder, x: str, lstm: nn.LSTM, index: SequenceIn
     h = lstm.hidden_size
     for layer in range(lstm.num_layers):
         last_layer = layer == lstm.num_layers - 1
-        with rec.scope(f"layer_{layer}"):
-            y_fwd = _lstm_node(rec, x, lstm, layer, reverse=False)
+        with rec.scope(f"l{layer}"):
+            y_fwd = _lstm_node(rec, x, lstm, layer, False, last_layer)
             if not lstm.bidirectional:
                 if last_layer:
                     return index.last_valid(y_fwd, h, label="final_state")
                 x = y_fwd
                 continue
             in_width = lstm.input_size if layer == 0 else 2 * h
-            y_rev = _lstm_node(rec, index.reverse_rows(x, in_width, label="input_reversed"), lstm, layer, True)
+            y_rev = _lstm_node(rec, index.reverse_rows(x, in_width, label="input_reversed"), lstm, layer, True, last_layer)
             if last_layer:
                 # Reversed time: the row's last valid step holds the backward state after step 0.
                 states = [index.last_valid(y_fwd, h, "final_forward"),

@@ -1,6 +1,7 @@
 """Collects nodes and initializers under hierarchical names; the graph is assembled once at the end.
 
-Every name is made here: nodes ``member_3/layer_1/LSTM``, tensors ``member_3.layer_1.W``. Weights are
+Every name is made here: nodes ``m3/l1/fw/LSTM`` (member 3, layer 1, forward direction), tensors
+``m3.l1.fw.W``; kept short because names are a visible share of a small model's file. Weights are
 added once and referenced by name, so no tensor is stored twice.
 """
 from __future__ import annotations

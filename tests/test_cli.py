@@ -1,0 +1,384 @@
+"""End-to-end tests of the ``bagcompile`` command line on the bundled real data sets.
+
+Every command runs in-process through click's CliRunner. Each bundled data set is trained
+(a tiny bag: 2 members, hidden size 8, 1-2 epochs) and exported once per module, and the
+resulting ONNX files are reused by the predict/inspect/bench tests. No mocks: the predictions
+written by the CLI are checked against ``bagcompile_runtime.EnsembleSession`` on the same file.
+"""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from bagcompile.cli import cli
+from bagcompile import datasets
+from bagcompile.datasets import ETTH1_COLUMNS, JAPANESE_VOWELS_FEATURES, load_etth1, load_japanese_vowels
+from bagcompile_runtime import EnsembleSession, pad_sequences
+
+ETTH1_CSV = Path(datasets.__file__).parent / "ett" / "ETTh1.csv"
+TINY = ["--members", "2", "--hidden", "8"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def ok(result):
+    """The command succeeded (and did not just swallow an exception)."""
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.exception is None
+    return result
+
+
+def assert_one_line_error(result, exit_code, *needles):
+    """Exit ``exit_code`` via click (no stray exception), one 'Error:' line on stderr, no traceback."""
+    assert result.exit_code == exit_code, result.output + repr(result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error:"), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+def write_etth1_head(path, n_rows):
+    """The bundled ETTh1.csv's header and first ``n_rows`` data rows (date column included)."""
+    with open(ETTH1_CSV, newline="") as src:
+        lines = src.read().splitlines()
+    path.write_text("\n".join(lines[: n_rows + 1]) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------ fixtures: one bag per data set
+
+
+@pytest.fixture(scope="module")
+def jv(tmp_path_factory):
+    """Japanese Vowels: trained and exported once; returns (run_dir, model_path)."""
+    base = tmp_path_factory.mktemp("jv")
+    run_dir, model = base / "run", base / "jv.onnx"
+    result = ok(invoke("train", "japanese_vowels", "--out", run_dir, *TINY, "--epochs", 2, "--seed", 0))
+    first, _, scores = result.stdout.partition("\n")
+    assert first == f"trained 2 members on japanese_vowels; run saved to {run_dir}"
+    scores = json.loads(scores)
+    assert 0.0 <= scores["test_accuracy"] <= 1.0 and "oob" in scores
+    for name in ("bag.json", "members.safetensors", "bootstrap.safetensors", "verify.safetensors"):
+        assert (run_dir / name).is_file(), name
+    result = ok(invoke("export", run_dir, "-o", model))
+    assert result.stdout.startswith(f"wrote {model} (")
+    assert model.is_file() and model.stat().st_size > 1000
+    return run_dir, model
+
+
+@pytest.fixture(scope="module")
+def etth1(tmp_path_factory):
+    """ETTh1 (input length 96, horizon 24): trained and exported once; returns (run_dir, model)."""
+    base = tmp_path_factory.mktemp("etth1")
+    run_dir, model = base / "run", base / "etth1.onnx"
+    result = ok(invoke("train", "etth1", "--out", run_dir, *TINY, "--epochs", 1))
+    assert result.stdout.startswith("trained 2 members on etth1;")
+    scores = json.loads(result.stdout.partition("\n")[2])
+    assert {"test_mse", "validation_mse", "persistence_mse", "linear_mse"} <= set(scores)
+    ok(invoke("export", run_dir, "-o", model))
+    assert model.is_file()
+    return run_dir, model
+
+
+@pytest.fixture(scope="module")
+def jv_test():
+    seqs, labels = load_japanese_vowels("test")
+    return seqs, labels
+
+
+# ------------------------------------------------------------------ help and version
+
+
+@pytest.mark.parametrize("command,options", [
+    (None, ["train", "export", "predict", "inspect", "bench", "reproduce"]),
+    ("train", ["SOURCE", "--out", "--members", "--hidden", "--layers", "--epochs", "--batch-size",
+               "--seed", "--target", "--input-length", "--horizon", "--stride"]),
+    ("export", ["RUN_DIR", "--output", "--opset", "--member-outputs"]),
+    ("predict", ["MODEL", "INPUT", "--output", "--sequence-column", "--window", "--providers"]),
+    ("inspect", ["MODEL"]),
+    ("bench", ["MODEL", "--batch", "--length", "--threads", "--repeats"]),
+    ("reproduce", ["--out", "--runs", "--members"]),
+])
+def test_help(command, options):
+    result = ok(invoke(*([command] if command else []), "--help"))
+    assert result.stdout.startswith("Usage: ")
+    for option in options:
+        assert option in result.stdout, option
+
+
+def test_version():
+    from bagcompile import __version__
+
+    assert ok(invoke("--version")).stdout.strip() == f"bagcompile, version {__version__}"
+
+
+# ------------------------------------------------------------------ Japanese Vowels (classification)
+
+
+def test_inspect_classifier(jv):
+    _, model = jv
+    out = ok(invoke("inspect", model)).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith(f"file: {model} (")
+    inputs = lines[lines.index("inputs:") + 1: lines.index("outputs:")]
+    assert inputs == ["  x: float [batch, time, 12]", "  lengths: int64 [batch]"]
+    outputs = lines[lines.index("outputs:") + 1: lines.index("outputs:") + 3]
+    assert outputs == ["  probabilities: float [batch, 9]", "  label: int64 [batch]"]
+    assert "members: 2" in lines
+    assert sum(line.startswith("  ") and ": LSTM 12->8 x1 unidirectional -> 9" in line for line in lines) == 2
+    assert "  n_members: 2" in lines and "  task: classification" in lines
+    assert "  classes: [1, 2, 3, 4, 5, 6, 7, 8, 9]" in lines
+
+
+def test_predict_npz(jv, jv_test, tmp_path):
+    _, model = jv
+    seqs, _ = jv_test
+    x, lengths = pad_sequences(seqs, 12)
+    npz, out = tmp_path / "test.npz", tmp_path / "pred.csv"
+    np.savez(npz, x=x, lengths=lengths)
+    result = ok(invoke("predict", model, npz, "-o", out))
+    assert result.stdout.startswith(f"wrote 370 predictions to {out} (providers: CPUExecutionProvider")
+    header, rows = read_csv(out)
+    assert header == ["id", "label", *[f"p_{c}" for c in range(1, 10)]]
+    assert len(rows) == 370
+    assert [int(r[0]) for r in rows] == list(range(370))
+    labels = np.array([int(r[1]) for r in rows])
+    proba = np.array([[float(v) for v in r[2:]] for r in rows])
+    assert set(labels) <= set(range(1, 10))
+    assert (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+    session = EnsembleSession(model, providers="cpu")
+    np.testing.assert_array_equal(labels, session.predict(x, lengths))
+    np.testing.assert_allclose(proba, session.predict_proba(x, lengths), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, np.arange(1, 10)[proba.argmax(axis=1)])
+
+
+def test_predict_npz_without_lengths_equals_ragged(jv, jv_test, tmp_path):
+    """x only (no 'lengths'): every row is taken at full length."""
+    _, model = jv
+    seqs, _ = jv_test
+    same = [s for s in seqs if len(s) == 15][:5]
+    assert len(same) == 5
+    npz, out = tmp_path / "x_only.npz", tmp_path / "pred.csv"
+    np.savez(npz, x=np.stack(same))
+    ok(invoke("predict", model, npz, "-o", out))
+    _, rows = read_csv(out)
+    proba = np.array([[float(v) for v in r[2:]] for r in rows])
+    expected = EnsembleSession(model, providers="cpu").predict_proba(same)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_csv_sequence_column(jv, jv_test, tmp_path):
+    _, model = jv
+    seqs, _ = jv_test
+    picks = [200, 7, 365]  # ids in first-appearance order, not sorted
+    path, out = tmp_path / "long.csv", tmp_path / "pred.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["seq", *JAPANESE_VOWELS_FEATURES])
+        for k in picks:
+            for row in seqs[k]:
+                writer.writerow([f"s{k}", *[repr(float(v)) for v in row]])
+    ok(invoke("predict", model, path, "-o", out, "--sequence-column", "seq"))
+    header, rows = read_csv(out)
+    assert header[:2] == ["id", "label"] and len(header) == 11
+    assert len(rows) == 3
+    assert [r[0] for r in rows] == [f"s{k}" for k in picks]
+    proba = np.array([[float(v) for v in r[2:]] for r in rows])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    expected = EnsembleSession(model, providers="cpu").predict_proba([seqs[k] for k in picks])
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+
+    # Without --sequence-column the whole file is one sequence.
+    ok(invoke("predict", model, path, "-o", out))
+    _, rows = read_csv(out)
+    assert len(rows) == 1 and rows[0][0] == "0"
+
+
+def test_bench(jv):
+    _, model = jv
+    out = ok(invoke("bench", model, "--batch", 1, "--batch", 4, "--length", 10, "--repeats", 3)).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["batch", "length", "median", "ms", "p90", "ms", "rows/s"]
+    assert [line.split()[:2] for line in lines[1:]] == [["1", "10"], ["4", "10"]]
+    assert all(float(line.split()[2]) > 0 for line in lines[1:])
+
+
+# ------------------------------------------------------------------ ETTh1 (regression)
+
+
+def test_inspect_regressor(etth1):
+    _, model = etth1
+    lines = ok(invoke("inspect", model)).stdout.splitlines()
+    inputs = lines[lines.index("inputs:") + 1: lines.index("outputs:")]
+    assert inputs == ["  x: float [batch, time, 7]", "  lengths: int64 [batch]"]
+    outputs = lines[lines.index("outputs:") + 1: lines.index("outputs:") + 3]
+    assert outputs == ["  prediction: float [batch, 24]", "  std: float [batch, 24]"]
+    assert "members: 2" in lines and "  n_members: 2" in lines and "  task: regression" in lines
+    assert "  input_length: 96" in lines
+
+
+def test_predict_csv_window(etth1, tmp_path):
+    _, model = etth1
+    path, out = write_etth1_head(tmp_path / "slice.csv", 120), tmp_path / "forecast.csv"
+    result = ok(invoke("predict", model, path, "-o", out, "--window", 96))
+    assert result.stdout.startswith(f"wrote 25 predictions to {out}")
+    header, rows = read_csv(out)
+    targets = [f"OT+{h}" for h in range(1, 25)]
+    assert header == ["id", *targets, *[f"{t}_std" for t in targets]]
+    assert len(rows) == 25
+    assert [int(r[0]) for r in rows] == list(range(95, 120))  # the row each window ends on
+    values = np.array([[float(v) for v in r[1:]] for r in rows])
+    pred, std = values[:, :24], values[:, 24:]
+    assert (std >= 0).all() and np.isfinite(values).all()
+
+    series = load_etth1()[0][:120]
+    windows = np.stack([series[s:s + 96] for s in range(25)])
+    exp_pred, exp_std = EnsembleSession(model, providers="cpu").predict(windows, return_std=True)
+    np.testing.assert_allclose(pred, exp_pred, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, exp_std, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ a user's CSV
+
+
+def test_train_export_predict_user_csv(tmp_path):
+    data, run_dir, model = write_etth1_head(tmp_path / "mine.csv", 1500), tmp_path / "run", tmp_path / "m.onnx"
+    result = ok(invoke("train", data, "--out", run_dir, "--target", "OT", "--input-length", 24,
+                       "--horizon", 6, *TINY, "--epochs", 1))
+    first, _, scores = result.stdout.partition("\n")
+    assert first == f"trained 2 members on {data}; run saved to {run_dir}"
+    scores = json.loads(scores)
+    assert {"test_mse", "validation_mse", "persistence_mse"} <= set(scores)
+    assert all(np.isfinite(v) and v >= 0 for v in scores.values())
+    config = json.loads((run_dir / "bag.json").read_text())
+    assert config["feature_names"] == ETTH1_COLUMNS and config["input_length"] == 24
+    assert config["target_names"] == [f"OT+{h}" for h in range(1, 7)]
+
+    ok(invoke("export", run_dir, "-o", model))
+    lines = ok(invoke("inspect", model)).stdout.splitlines()
+    assert "  prediction: float [batch, 6]" in lines and "  n_members: 2" in lines
+
+    tail, out = write_etth1_head(tmp_path / "recent.csv", 30), tmp_path / "pred.csv"
+    ok(invoke("predict", model, tail, "-o", out, "--window", 24))
+    header, rows = read_csv(out)
+    assert header[1:7] == [f"OT+{h}" for h in range(1, 7)] and header[7:] == [f"OT+{h}_std" for h in range(1, 7)]
+    assert len(rows) == 7
+
+
+# ------------------------------------------------------------------ bad input: one line, no traceback
+
+
+def test_train_unknown_source(tmp_path):
+    assert_one_line_error(invoke("train", "no_such_dataset", "--out", tmp_path / "r"), 2,
+                          "'no_such_dataset'", "japanese_vowels", "etth1")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_csv_without_target(tmp_path):
+    data = write_etth1_head(tmp_path / "d.csv", 200)
+    assert_one_line_error(invoke("train", data, "--out", tmp_path / "r"), 2, "--target")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_csv_target_not_in_file(tmp_path):
+    data = write_etth1_head(tmp_path / "d.csv", 200)
+    line = assert_one_line_error(invoke("train", data, "--out", tmp_path / "r", "--target", "oil_temp"), 1,
+                                 "'oil_temp'")
+    assert "OT" in line  # lists the columns that exist
+    assert not (tmp_path / "r").exists()
+
+
+def test_export_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "x.onnx"
+    assert_one_line_error(invoke("export", tmp_path / "empty", "-o", out), 1, "not a bagcompile run")
+    assert not out.exists()
+
+
+def test_predict_garbage_model(jv, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    npz, out = tmp_path / "in.npz", tmp_path / "out.csv"
+    np.savez(npz, x=np.zeros((2, 5, 12), np.float32))
+    assert_one_line_error(invoke("predict", garbage, npz, "-o", out), 1, "garbage.onnx")
+    assert not out.exists()
+    assert_one_line_error(invoke("inspect", garbage), 1, "not a readable ONNX file")
+
+
+def test_predict_csv_missing_feature_column(etth1, tmp_path):
+    _, model = etth1
+    full = write_etth1_head(tmp_path / "full.csv", 120)
+    with open(full, newline="") as handle:
+        rows = [[c for k, c in enumerate(r) if k != 6] for r in csv.reader(handle)]  # drop LULL
+    assert "LULL" not in rows[0]
+    path, out = tmp_path / "no_lull.csv", tmp_path / "out.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    assert_one_line_error(invoke("predict", model, path, "-o", out, "--window", 96), 1, "'LULL'")
+    assert not out.exists()
+
+
+def test_predict_npz_wrong_feature_count(jv, tmp_path):
+    _, model = jv
+    npz, out = tmp_path / "bad.npz", tmp_path / "out.csv"
+    np.savez(npz, x=np.zeros((3, 10, 5), np.float32), lengths=np.full(3, 10))
+    assert_one_line_error(invoke("predict", model, npz, "-o", out), 1, "12 features", "5")
+    assert not out.exists()
+
+
+def test_predict_npz_without_x(jv, tmp_path):
+    _, model = jv
+    npz, out = tmp_path / "bad.npz", tmp_path / "out.csv"
+    np.savez(npz, features=np.zeros((3, 10, 12), np.float32))
+    assert_one_line_error(invoke("predict", model, npz, "-o", out), 1, "'x'", "features")
+    assert not out.exists()
+
+
+def test_predict_bad_csv_options(jv, etth1, tmp_path):
+    path, out = write_etth1_head(tmp_path / "slice.csv", 50), tmp_path / "out.csv"
+    assert_one_line_error(invoke("predict", etth1[1], path, "-o", out, "--window", 96), 1,
+                          "--window 96", "50 rows")
+    assert_one_line_error(invoke("predict", etth1[1], path, "-o", out, "--sequence-column", "nope"), 1,
+                          "'nope'")
+    assert not out.exists()
+
+
+def test_inspect_onnx_that_is_not_an_ensemble(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["b"])], "identity",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    onnx.checker.check_model(onnx.load(str(path)))  # a valid ONNX model...
+    assert_one_line_error(invoke("inspect", path), 1, "not a bagcompile ensemble")  # ...but not ours
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=np.zeros((1, 2, 1), np.float32))
+    assert_one_line_error(invoke("predict", path, npz, "-o", tmp_path / "o.csv"), 1, "not a bagcompile ensemble")
+
+
+def test_missing_input_file_is_a_usage_error(jv, tmp_path):
+    """click's own argument checks: exit 2 with its 'Error:' line (after the usage block)."""
+    result = invoke("predict", jv[1], tmp_path / "absent.npz", "-o", tmp_path / "o.csv")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stderr.strip().splitlines()[-1].startswith("Error:")
+    assert "does not exist" in result.stderr and "Traceback" not in result.output
