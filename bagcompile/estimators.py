@@ -295,7 +295,8 @@ class BaggedLSTMClassifier(_BaggedLSTM):
         return self._forward(X, lengths)["probabilities"]
 
     def predict(self, X, lengths=None) -> np.ndarray:
-        return self.classes_[self._forward(X, lengths)["label"]]
+        labels = self._forward(X, lengths)["label"]  # first: checks fitted before classes_ is read
+        return self.classes_[labels]
 
     def member_predictions(self, X, lengths=None) -> np.ndarray:
         """(members, N) labels predicted by each member alone."""
