@@ -25,7 +25,7 @@ def friendly_errors(command):
         except click.ClickException:
             raise
         except (ValueError, OSError, RuntimeError, ImportError) as error:
-            raise click.ClickException(f"{type(error).__name__}: {error}") from None
+            raise click.ClickException(str(error) or type(error).__name__) from None
 
     return wrapper
 
@@ -49,7 +49,7 @@ class _Progress:
         line = f"[{done}/{total}] {message}"
         if self.tty:
             click.echo("\r" + line.ljust(len(self.last)), err=True, nl=False)
-        elif "done" in message or "kept" in message:
+        elif "done" in message or "kept" in message or "retraining" in message:
             click.echo(line, err=True)
         self.last = line
 
@@ -112,6 +112,8 @@ def _recipe(source, target, input_length, horizon, stride):
     from . import recipes
 
     if source in recipes.BUNDLED:
+        if target:
+            raise InputError(f"--target is for CSV sources; {source} has its own target")
         return recipes.BUNDLED[source]()
     if not Path(source).is_file():
         raise InputError(f"SOURCE {source!r} is neither a bundled data set "
@@ -160,7 +162,8 @@ def predict(model, input_path, output, sequence_column, window, providers):
     """Run MODEL on INPUT (NPZ or CSV) and write predictions as CSV.
 
     \b
-    NPZ: array 'x' (batch, time, features) and optional 'lengths' (batch,).
+    NPZ: array 'x' (batch, time, features) and optional 'lengths' (batch,);
+         without 'lengths' every row is taken as full length (padding included).
     CSV: one row per time step with the model's feature columns (extra columns are ignored).
          --sequence-column groups rows into sequences; --window N makes one sequence per
          window of N consecutive rows; otherwise the whole file is one sequence.

@@ -175,6 +175,9 @@ class _BaggedLSTM:
                     if progress:
                         progress(f"member {k + 1}/{self.n_members}: kept from checkpoint", k + 1, self.n_members)
                     continue
+                if progress:
+                    progress(f"member {k + 1}/{self.n_members}: checkpoint is from other data or settings; "
+                             "retraining", k, self.n_members)
             on_epoch = None
             if progress:
                 on_epoch = lambda e, loss, k=k: progress(
@@ -203,7 +206,7 @@ class _BaggedLSTM:
         covered = count > 0
         if not covered.all():
             warnings.warn(f"{int((~covered).sum())} of {len(count)} training samples are in every member's "
-                          "bag; the out-of-bag score ignores them", RuntimeWarning, stacklevel=3)
+                          "bag; the out-of-bag score ignores them", RuntimeWarning, stacklevel=4)
         self.oob_prediction_ = np.where(covered[:, None], total / np.maximum(count, 1)[:, None], np.nan)
         self.oob_score_ = self._oob_score(self.oob_prediction_[covered], targets_raw, covered) if covered.any() else float("nan")
 

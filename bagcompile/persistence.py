@@ -18,7 +18,7 @@ from safetensors.torch import save as save_torch_bytes
 from ._version import __version__
 from .bag import Bag, InputTransform, TargetTransform
 from .bootstrap import BootstrapDraw
-from .compiler.export import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .members import LSTMMember, MemberSpec
 
 RUN_FORMAT = 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler.export import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .datasets import load_csv_series
 
 
@@ -15,13 +15,20 @@ def read_sequences(path: Path, feature_names, sequence_column=None, window=None)
     """Returns (X, lengths or None, ids): X a list of (T, F) arrays or an (N, T, F) array."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data:
-                raise ValueError(f"{path}: NPZ needs an array named 'x' (batch, time, features); found "
-                                 f"{', '.join(data.files) or 'nothing'}")
-            x = data["x"]
-            lengths = data["lengths"] if "lengths" in data else None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if not hasattr(data, "files"):
+                    raise ValueError("it holds a single array, not named arrays")
+                if "x" not in data:
+                    raise ValueError(f"it needs an array named 'x' (batch, time, features); found "
+                                     f"{', '.join(data.files) or 'nothing'}")
+                x = data["x"]
+                lengths = data["lengths"] if "lengths" in data else None
+        except Exception as error:  # numpy raises zipfile, pickle and value errors for bad files
+            raise ValueError(f"{path} is not a usable NPZ file: {error}") from None
         return x, lengths, list(range(len(x)))
+    if sequence_column is not None and window is not None:
+        raise ValueError("use either --sequence-column or --window, not both")
     values, _ = load_csv_series(path, columns=list(feature_names))
     if sequence_column is not None:
         groups = _read_column(path, sequence_column)

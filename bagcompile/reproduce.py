@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from . import recipes
-from .compiler.export import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .estimators import as_padded
 from .workflow import train_recipe
 

@@ -7,7 +7,8 @@ import numpy as np
 from safetensors.numpy import load as load_numpy_bytes
 from safetensors.numpy import save as save_numpy_bytes
 
-from .compiler.export import atomic_write_bytes, export_bag
+from .atomic import atomic_write_bytes
+from .compiler.export import export_bag
 from .estimators import BaggedLSTMClassifier, BaggedLSTMRegressor, as_padded
 from .persistence import RunFormatError, load_run
 from .recipes import Recipe

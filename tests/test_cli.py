@@ -382,3 +382,41 @@ def test_missing_input_file_is_a_usage_error(jv, tmp_path):
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert result.stderr.strip().splitlines()[-1].startswith("Error:")
     assert "does not exist" in result.stderr and "Traceback" not in result.output
+
+
+def test_predict_truncated_npz_is_one_line(jv, tmp_path):
+    _, model = jv
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert_one_line_error(invoke("predict", model, bad, "-o", tmp_path / "p.csv"), 1, "not a usable NPZ file")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_target_option_is_refused_for_bundled_sets(tmp_path):
+    result = invoke("train", "japanese_vowels", "--out", tmp_path / "r", "--target", "OT")
+    assert_one_line_error(result, 2, "--target is for CSV sources")
+
+
+def test_window_and_sequence_column_together_are_refused(etth1, tmp_path):
+    _, model = etth1
+    csv_path = tmp_path / "slice.csv"
+    write_etth1_head(csv_path, 120)
+    result = invoke("predict", model, csv_path, "-o", tmp_path / "p.csv", "--window", 96, "--sequence-column", "OT")
+    assert_one_line_error(result, 1, "either --sequence-column or --window")
+
+
+def test_written_files_get_the_usual_permissions(jv, tmp_path):
+    import os
+    run_dir, model = jv
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (model, run_dir / "bag.json", run_dir / "members.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_predict_path_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, bagcompile.cli, bagcompile.predict_io; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,14 +1,13 @@
 """Compile, check, verify against PyTorch, then write atomically. Nothing unverified is written."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from ..atomic import atomic_write_bytes
 from ..bag import Bag
 from .ensemble import DEFAULT_OPSET, compile_bag
 from .verify import ATOL, RTOL, ParityError, ParityReport, ragged_probe, verify_model
@@ -21,22 +20,6 @@ class ExportResult:
     size_bytes: int
     n_nodes: int
     opset: int
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _probe_batches(bag: Bag, x: np.ndarray | None, lengths: np.ndarray | None, seed: int):
