@@ -95,7 +95,6 @@ def train(source, run_dir, target, input_length, horizon, stride, **params):
     train/validation/test; windows of --input-length steps of every column forecast the next
     --horizon values of --target. Scores on the held-out parts are printed and saved with the run.
     """
-    from . import recipes
     from .workflow import train_recipe
 
     recipe = _recipe(source, target, input_length, horizon, stride)

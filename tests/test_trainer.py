@@ -5,7 +5,6 @@ Kept small for CI (2 CPU cores): few members, small hidden sizes, few epochs; fi
 are shared through module-scoped fixtures.
 """
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from bagcompile.bag import InputTransform, member_inputs
 from bagcompile.bootstrap import BootstrapDraw
 from bagcompile.datasets import etth1_forecast_split, load_japanese_vowels
 from bagcompile.estimators import BaggedLSTMClassifier, BaggedLSTMRegressor, TrainingDataError
-from bagcompile.members import LSTMMember, MemberSpec
+from bagcompile.members import MemberSpec
 from bagcompile.training import MemberData, TrainConfig, train_member
 
 # Small bags whose members are out-of-bag for every sample only by chance: the estimator warns that
