@@ -14,6 +14,7 @@ from .members import LSTMMember
 
 TASKS = ("classification", "regression")
 VOTES = ("soft", "hard")
+NONFINITE_POLICIES = ("propagate", "drop")
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Bag:
     target_names: list[str] | None = None
     member_weights: np.ndarray | None = None
     vote: str = "soft"
+    nonfinite: str = "propagate"   # or "drop": leave a member out of rows where it gives NaN/Inf
     input_length: int | None = None
     scores: dict = field(default_factory=dict)
 
@@ -93,6 +95,8 @@ class Bag:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not self.members:
             raise ValueError("a bag needs at least one member")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
         if self.vote not in VOTES:
             raise ValueError(f"vote must be one of {VOTES}, got {self.vote!r}")
         if len(self.feature_names) != self.input_transform.n_features:
@@ -165,22 +169,32 @@ def member_outputs(bag: Bag, x: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     return outs
 
 
+def _combiner(bag: Bag, outs: torch.Tensor):
+    """Mean over members (dim 0) per the bag's weights and non-finite policy; see the compiler."""
+    w = None if bag.member_weights is None else torch.from_numpy(bag.member_weights)[:, None, None]
+    if bag.nonfinite == "drop":
+        if w is None:
+            w = torch.full((outs.shape[0], 1, 1), 1.0 / outs.shape[0])
+        kept = torch.isfinite(outs).all(-1, keepdim=True)
+        w = w * kept
+        total = w.sum(0)
+        return lambda v: (torch.where(kept, v, torch.zeros(())) * w).sum(0) / total
+    if w is None:
+        return lambda v: v.mean(0)
+    return lambda v: (v * w).sum(0)
+
+
 @torch.no_grad()
 def bag_forward(bag: Bag, x, lengths) -> dict[str, np.ndarray]:
     """The PyTorch ensemble: the same outputs, names and meaning as the compiled graph."""
     x = torch.as_tensor(np.asarray(x, dtype=np.float32))
     lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
     outs = member_outputs(bag, x, lengths)
-    if bag.member_weights is not None:
-        w = torch.from_numpy(bag.member_weights)[:, None, None]
-        mean = (outs * w).sum(0)
-        spread = torch.sqrt((((outs - mean) ** 2) * w).sum(0))
-    else:
-        mean = outs.mean(0)
-        spread = torch.sqrt(((outs - mean) ** 2).mean(0))
+    combine = _combiner(bag, outs)
+    mean = combine(outs)
+    spread = torch.sqrt(combine((outs - mean) ** 2))
     if bag.task == "classification":
         if bag.vote == "hard":
-            votes = torch.nn.functional.one_hot(outs.argmax(-1), outs.shape[-1]).float()
-            mean = (votes * w).sum(0) if bag.member_weights is not None else votes.mean(0)
+            mean = combine(torch.nn.functional.one_hot(outs.argmax(-1), outs.shape[-1]).float())
         return {"probabilities": mean.numpy(), "label": mean.argmax(-1).numpy()}
     return {"prediction": mean.numpy(), "std": spread.numpy()}

@@ -132,8 +132,15 @@ def _run_friendly(fn, *args, **kwargs):
               help="The .onnx file to write (atomically, only after verification passes).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 14 to the newest onnx knows).")
 @click.option("--member-outputs", is_flag=True, help="Also output every member's result ('members').")
+@click.option("--weights", "member_weights", type=click.Choice(["uniform", "oob"]), default="uniform",
+              show_default=True, help="Member weights: equal, or from each member's out-of-bag score.")
+@click.option("--nonfinite", type=click.Choice(["propagate", "drop"]), default="propagate", show_default=True,
+              help="A member giving NaN/Inf on a row: let it through, or leave that member out of the row.")
+@click.option("--variants", callback=lambda ctx, param, value: _variants(value), metavar="LIST",
+              help="Also write precision/format variants beside the output: a comma list of fp16 "
+                   "(NAME.fp16.onnx), int8 (NAME.int8.onnx, dynamic quantization), ort (NAME.ort).")
 @friendly_errors
-def export(run_dir, output, opset, member_outputs):
+def export(run_dir, output, opset, member_outputs, member_weights, nonfinite, variants):
     """Compile a trained run into one ONNX file, verified against the PyTorch bag.
 
     The graph is run in onnxruntime on held-out rows (as saved, re-padded with garbage, and with
@@ -142,10 +149,27 @@ def export(run_dir, output, opset, member_outputs):
     from .compiler import DEFAULT_OPSET
     from .workflow import export_run
 
-    result = export_run(run_dir, output, opset=opset or DEFAULT_OPSET, member_outputs=member_outputs)
+    result = export_run(run_dir, output, member_weights=member_weights, nonfinite=nonfinite,
+                        opset=opset or DEFAULT_OPSET, member_outputs=member_outputs)
     worst = max(r.max_abs_diff for r in result.parity)
     click.echo(f"wrote {output} ({result.size_bytes / 1024:.0f} KiB, {result.n_nodes} nodes, opset "
                f"{result.opset}); max |onnx - torch| = {worst:.2e} over {sum(r.n_rows for r in result.parity)} rows")
+    if variants:
+        from .compiler.variants import describe_report, load_verify_rows, write_variants
+
+        for variant, path, report in write_variants(output, variants, *load_verify_rows(run_dir)):
+            click.echo(describe_report(variant, path, report))
+
+
+def _variants(value):
+    if not value:
+        return ()
+    from .compiler.variants import parse_variants  # imports torch only when the option is used
+
+    try:
+        return parse_variants(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--variants") from None
 
 
 @cli.command()

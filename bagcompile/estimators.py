@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -12,12 +13,20 @@ from typing import Callable
 
 import numpy as np
 import torch
-
 from bagcompile_runtime.inputs import pad_sequences
 
-from .bag import Bag, InputTransform, TargetTransform, bag_forward, member_inputs, member_outputs, target_to_head
+from .bag import (
+    Bag,
+    InputTransform,
+    TargetTransform,
+    bag_forward,
+    member_inputs,
+    member_outputs,
+    target_to_head,
+)
 from .bootstrap import BootstrapDraw, block_bootstrap, sequence_bootstrap
 from .members import MemberSpec
+from .oob import oob_member_weights
 from .persistence import load_member, load_run, save_member, save_run
 from .training import MemberData, TrainConfig, train_member
 
@@ -55,6 +64,21 @@ def _fit_scaler(x: np.ndarray, lengths: np.ndarray) -> InputTransform:
     scale = frames.std(axis=0)
     scale[scale < 1e-8] = 1.0  # constant features: leave them unscaled rather than divide by 0
     return InputTransform(frames.mean(axis=0), scale)
+
+
+def with_aggregation(bag: Bag, member_weights=None, nonfinite: str = "propagate", oob_member_scores=None) -> Bag:
+    """A copy of ``bag`` sharing its members, with the given weights and non-finite policy."""
+    if isinstance(member_weights, str):
+        if member_weights == "uniform":
+            member_weights = None
+        elif member_weights == "oob":
+            if not oob_member_scores:
+                raise ValueError("member_weights='oob' needs the members' out-of-bag scores; this run has none")
+            n_classes = len(bag.classes) if bag.task == "classification" else None
+            member_weights = oob_member_weights(bag.task, oob_member_scores, n_classes)
+        else:
+            raise ValueError(f"member_weights must be 'uniform', 'oob' or numbers, got {member_weights!r}")
+    return dataclasses.replace(bag, member_weights=member_weights, nonfinite=nonfinite)
 
 
 class _BaggedLSTM:
@@ -207,6 +231,12 @@ class _BaggedLSTM:
         if not covered.all():
             warnings.warn(f"{int((~covered).sum())} of {len(count)} training samples are in every member's "
                           "bag; the out-of-bag score ignores them", RuntimeWarning, stacklevel=4)
+        self.oob_member_scores_ = []  # each member on its own out-of-bag samples (accuracy / MSE)
+        for k, draw in enumerate(self.bootstrap_):
+            mask = np.zeros(len(count), dtype=bool)
+            mask[draw.out_of_bag] = True
+            self.oob_member_scores_.append(
+                self._oob_score(outs[k, mask], targets_raw, mask) if mask.any() else float("nan"))
         self.oob_prediction_ = np.where(covered[:, None], total / np.maximum(count, 1)[:, None], np.nan)
         self.oob_score_ = self._oob_score(self.oob_prediction_[covered], targets_raw, covered) if covered.any() else float("nan")
 
@@ -220,22 +250,29 @@ class _BaggedLSTM:
         x, lengths = as_padded(X, self.n_features_in_, lengths)
         return bag_forward(self.bag_, x, lengths)
 
-    def export_onnx(self, path, X=None, lengths=None, **options):
+    def export_onnx(self, path, X=None, lengths=None, *, member_weights=None, nonfinite: str = "propagate",
+                    **options):
         """Compile to one ONNX file, verified against this PyTorch bag before it is written.
 
-        ``X``: real inputs to verify on (default: a sample of the training data). ``options`` are
-        those of :func:`bagcompile.compiler.export_bag` (``opset``, ``atol``, ``member_outputs``).
+        ``X``: real inputs to verify on (default: a sample of the training data).
+        ``member_weights``: None (plain mean), ``"oob"`` (from each member's out-of-bag score, see
+        :func:`bagcompile.oob.oob_member_weights`) or one non-negative number per member.
+        ``nonfinite``: ``"propagate"`` or ``"drop"`` (leave out a member's NaN/Inf rows).
+        Other ``options`` are those of :func:`bagcompile.compiler.export_bag` (``opset``, ``atol``,
+        ``member_outputs``).
         """
         from .compiler import export_bag
 
         self._check_fitted()
         x, lengths = self._fit_sample_ if X is None else as_padded(X, self.n_features_in_, lengths)
-        return export_bag(self.bag_, path, verify_x=x, verify_lengths=lengths, **options)
+        bag = with_aggregation(self.bag_, member_weights, nonfinite, self.oob_member_scores_)
+        return export_bag(bag, path, verify_x=x, verify_lengths=lengths, **options)
 
     def save(self, run_dir) -> Path:
         self._check_fitted()
         record = {"params": self.get_params(), "member_seeds": self.member_seeds_, "histories": self.histories_,
-                  "oob_score": self.oob_score_, "estimator": type(self).__name__}
+                  "oob_score": self.oob_score_, "oob_member_scores": self.oob_member_scores_,
+                  "estimator": type(self).__name__}
         if hasattr(self, "_y_1d"):  # regressor fitted on (N,) targets predicts (N,), also after load
             record["target_1d"] = bool(self._y_1d)
         return save_run(run_dir, self.bag_, self.bootstrap_, record)
@@ -249,6 +286,7 @@ class _BaggedLSTM:
         self.bag_, self.bootstrap_ = bag, draws
         self.member_seeds_, self.histories_ = record["member_seeds"], record["histories"]
         self.oob_score_ = record["oob_score"]
+        self.oob_member_scores_ = record.get("oob_member_scores")
         self.n_features_in_ = bag.input_transform.n_features
         self.feature_names_ = bag.feature_names
         self.input_transform_ = bag.input_transform

@@ -16,9 +16,9 @@ from safetensors.torch import load as load_torch_bytes
 from safetensors.torch import save as save_torch_bytes
 
 from ._version import __version__
+from .atomic import atomic_write_bytes
 from .bag import Bag, InputTransform, TargetTransform
 from .bootstrap import BootstrapDraw
-from .atomic import atomic_write_bytes
 from .members import LSTMMember, MemberSpec
 
 RUN_FORMAT = 1
@@ -72,6 +72,7 @@ def save_run(run_dir, bag: Bag, draws: list[BootstrapDraw], record: dict) -> Pat
         "classes": None if bag.classes is None else [c.item() if hasattr(c, "item") else c for c in bag.classes],
         "target_names": bag.target_names,
         "vote": bag.vote,
+        "nonfinite": bag.nonfinite,
         "member_weights": bag.member_weights,
         "input_length": bag.input_length,
         "input_transform": {"mean": bag.input_transform.mean, "scale": bag.input_transform.scale,
@@ -121,5 +122,5 @@ def load_run(run_dir) -> tuple[Bag, list[BootstrapDraw], dict]:
         target_transform=None if t is None else TargetTransform(**t),
         target_names=config["target_names"],
         member_weights=None if config["member_weights"] is None else np.asarray(config["member_weights"]),
-        vote=config["vote"], input_length=config["input_length"], scores=config.get("scores", {}))
+        vote=config["vote"], nonfinite=config.get("nonfinite", "propagate"), input_length=config["input_length"], scores=config.get("scores", {}))
     return bag, draws, config["record"]

@@ -9,7 +9,12 @@ from safetensors.numpy import save as save_numpy_bytes
 
 from .atomic import atomic_write_bytes
 from .compiler.export import export_bag
-from .estimators import BaggedLSTMClassifier, BaggedLSTMRegressor, as_padded
+from .estimators import (
+    BaggedLSTMClassifier,
+    BaggedLSTMRegressor,
+    as_padded,
+    with_aggregation,
+)
 from .persistence import RunFormatError, load_run
 from .recipes import Recipe
 
@@ -63,9 +68,10 @@ def train_recipe(recipe: Recipe, run_dir, progress=None, **overrides):
     return est
 
 
-def export_run(run_dir, path, **options):
-    """Export a saved run, verified on the held-out rows saved with it."""
-    bag, _, _ = load_run(run_dir)
+def export_run(run_dir, path, member_weights=None, nonfinite: str = "propagate", **options):
+    """Export a saved run, verified on the held-out rows saved with it (weights: see export_onnx)."""
+    bag, _, record = load_run(run_dir)
+    bag = with_aggregation(bag, member_weights, nonfinite, record.get("oob_member_scores"))
     verify = Path(run_dir) / VERIFY_FILE
     if not verify.is_file():
         raise RunFormatError(f"{run_dir} is incomplete: {VERIFY_FILE} is missing")

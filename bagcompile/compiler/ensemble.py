@@ -11,7 +11,7 @@ from .._version import FORMAT_VERSION, __version__
 from ..bag import Bag
 from ..members import check_lstm_supported
 from .lstm import SequenceIndexer, emit_lstm_stack
-from .recorder import FLOAT, INT64, GraphRecorder
+from .recorder import BOOL, FLOAT, INT64, GraphRecorder
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14
@@ -57,11 +57,40 @@ def _emit_member(rec: GraphRecorder, k: int, member, x: str, index: SequenceInde
         return out
 
 
-def _weighted_mean(rec: GraphRecorder, stack: str, weights: np.ndarray | None, label: str) -> str:
-    if weights is None:
-        return rec.reduce_mean(stack, 0, label=label)
-    w = rec.weight("member_weights", weights.reshape(-1, 1, 1))
-    return rec.op("ReduceSum", [rec.op("Mul", [stack, w]), rec.constant([0])], keepdims=0, label=label)
+class _Combiner:
+    """Averages over the member axis of (members, batch, width) tensors.
+
+    Plain or weighted mean; with the ``drop`` policy, a member whose output row holds NaN or Inf
+    is left out of that row and the remaining weights are renormalised (a row every member
+    failed on stays NaN). ``propagate`` lets non-finite values flow into the result.
+    """
+
+    def __init__(self, rec: GraphRecorder, bag: Bag, stack: str):
+        self.rec = rec
+        self.weights = None
+        if bag.member_weights is not None:
+            self.weights = rec.weight("member_weights", bag.member_weights.reshape(-1, 1, 1))
+        self.kept = None
+        if bag.nonfinite == "drop":
+            if self.weights is None:
+                uniform = np.full((len(bag.members), 1, 1), 1.0 / len(bag.members), np.float32)
+                self.weights = rec.weight("member_weights", uniform)
+            # x - x is 0 for finite values and NaN for NaN and +-Inf.
+            finite = rec.op("Equal", [rec.op("Sub", [stack, stack]), rec.constant(0.0, np.float32)], label="finite")
+            row_ok = rec.reduce("ReduceMin", rec.op("Cast", [finite], to=FLOAT), 2, keepdims=1, label="row_ok")
+            self.kept = rec.op("Cast", [row_ok], to=BOOL, label="kept")
+            self.weights = rec.op("Mul", [row_ok, self.weights], label="kept_weights")  # (members, batch, 1)
+            self.total = rec.reduce("ReduceSum", self.weights, 0, label="kept_weight_total")
+
+    def mean(self, values: str, label: str) -> str:
+        rec = self.rec
+        if self.kept is not None:
+            values = rec.op("Where", [self.kept, values, rec.constant(0.0, np.float32)], label=f"{label}_kept")
+            total = rec.reduce("ReduceSum", rec.op("Mul", [values, self.weights]), 0)
+            return rec.op("Div", [total, self.total], label=label)
+        if self.weights is None:
+            return rec.reduce_mean(values, 0, label=label)
+        return rec.reduce("ReduceSum", rec.op("Mul", [values, self.weights]), 0, label=label)
 
 
 def _emit_aggregation(rec: GraphRecorder, bag: Bag, stack: str, raw_last: str | None) -> tuple[list[str], str]:
@@ -69,12 +98,13 @@ def _emit_aggregation(rec: GraphRecorder, bag: Bag, stack: str, raw_last: str | 
     per-member tensor in output units (probabilities, or raw-unit predictions)."""
     with rec.scope("aggregate"):
         if bag.task == "classification":
+            combine = _Combiner(rec, bag, stack)
             votes = stack
             if bag.vote == "hard":
                 winners = rec.op("ArgMax", [stack], axis=2, keepdims=0)
                 votes = rec.op("OneHot", [winners, rec.constant(bag.n_classes),
                                           rec.constant([0.0, 1.0], np.float32)], axis=-1, label="votes")
-            probabilities = _weighted_mean(rec, votes, bag.member_weights, "vote_share")
+            probabilities = combine.mean(votes, "vote_share")
             rec.op("Identity", [probabilities], outputs=["probabilities"])
             rec.op("ArgMax", ["probabilities"], axis=1, keepdims=0, outputs=["label"])
             return ["probabilities", "label"], stack
@@ -85,9 +115,10 @@ def _emit_aggregation(rec: GraphRecorder, bag: Bag, stack: str, raw_last: str | 
         if raw_last is not None:
             reference = rec.op("Gather", [raw_last, rec.constant([t.reference_feature])], axis=1)
             descaled = rec.op("Add", [descaled, reference], label="residual_added")
-        mean = _weighted_mean(rec, descaled, bag.member_weights, "mean")
+        combine = _Combiner(rec, bag, descaled)
+        mean = combine.mean(descaled, "mean")
         deviation = rec.op("Sub", [descaled, mean])
-        variance = _weighted_mean(rec, rec.op("Mul", [deviation, deviation]), bag.member_weights, "variance")
+        variance = combine.mean(rec.op("Mul", [deviation, deviation]), "variance")
         rec.op("Identity", [mean], outputs=["prediction"])
         rec.op("Sqrt", [variance], outputs=["std"])
         return ["prediction", "std"], descaled
@@ -101,6 +132,7 @@ def _metadata(bag: Bag, versions: dict) -> dict[str, str]:
         "n_features": str(bag.input_transform.n_features),
         "feature_names": json.dumps(list(bag.feature_names)),
         "aggregation": ("soft_vote" if bag.vote == "soft" else "hard_vote") if bag.task == "classification" else "mean",
+        "nonfinite_policy": bag.nonfinite,
         "member_weights": json.dumps(None if bag.member_weights is None else [float(w) for w in bag.member_weights]),
         "members": json.dumps([m.spec.to_dict() for m in bag.members]),
         "input_length": json.dumps(bag.input_length),
@@ -117,7 +149,8 @@ def _metadata(bag: Bag, versions: dict) -> dict[str, str]:
     return meta
 
 
-def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = False) -> onnx.ModelProto:
+def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = False,
+                form: str = "gather") -> onnx.ModelProto:
     """Build the ONNX model for ``bag`` (not yet verified: see ``export.export_bag``)."""
     import torch
 
@@ -126,7 +159,7 @@ def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = Fal
     n_features = bag.input_transform.n_features
     x_time_major = rec.op("Transpose", ["x"], perm=[1, 0, 2], label="x_time_major")
     need_reverse = any(m.spec.bidirectional for m in bag.members)
-    index = SequenceIndexer(rec, x_time_major, "lengths", need_reverse)
+    index = SequenceIndexer(rec, x_time_major, "lengths", need_reverse, form=form)  # form: see lstm.py
     member_x, raw_last = _emit_inputs(rec, bag, x_time_major, "lengths", index)
     stacked = [_emit_member(rec, k, m, member_x, index, bag.task) for k, m in enumerate(bag.members)]
     # (members*batch, outputs) -> (members, batch, outputs): one Concat and one Reshape, not M Unsqueezes.
@@ -157,5 +190,5 @@ def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = Fal
     model.doc_string = (f"bagcompile ensemble: {len(bag.members)} LSTM members, task {bag.task}. "
                         "Inputs x (batch, time, features) raw units, lengths (batch,) int64 in 1..time.")
     versions = {"bagcompile": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
-    helper.set_model_props(model, _metadata(bag, versions))
+    helper.set_model_props(model, {**_metadata(bag, versions), "graph_form": form})
     return model

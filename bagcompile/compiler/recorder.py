@@ -70,10 +70,14 @@ class GraphRecorder:
         return outputs[0] if len(outputs) == 1 else list(outputs)
 
     # Opset-dependent forms live here so graph code stays opset-agnostic.
+    def reduce(self, op_type: str, x: str, axis: int, keepdims: int = 0, label: str | None = None) -> str:
+        """Reduce* over one axis: axes became an input in opset 13 (ReduceSum) or 18 (the others)."""
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, [x, self.constant([axis])], keepdims=keepdims, label=label)
+        return self.op(op_type, [x], axes=[axis], keepdims=keepdims, label=label)
+
     def reduce_mean(self, x: str, axis: int, keepdims: int = 0, label: str = "ReduceMean") -> str:
-        if self.opset >= 18:
-            return self.op("ReduceMean", [x, self.constant([axis])], keepdims=keepdims, label=label)
-        return self.op("ReduceMean", [x], axes=[axis], keepdims=keepdims, label=label)
+        return self.reduce("ReduceMean", x, axis, keepdims, label)
 
     def unsqueeze(self, x: str, axis: int, label: str = "Unsqueeze") -> str:
         return self.op("Unsqueeze", [x, self.constant([axis])], label=label)
@@ -81,3 +85,4 @@ class GraphRecorder:
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+BOOL = TensorProto.BOOL

@@ -1,0 +1,87 @@
+"""Aggregation inside the graph: weights, votes and the non-finite policy, equal to PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+from bags import ragged_batch, random_bag
+
+from bagcompile.bag import bag_forward
+from bagcompile.compiler import compile_bag
+from bagcompile.compiler.verify import compare_outputs, onnxruntime_outputs
+
+
+def poison_member(bag, k, value=float("inf")):
+    """Make member k's output non-finite for every row (its head bias becomes Inf or NaN)."""
+    with torch.no_grad():
+        bag.members[k].head.bias.fill_(value)
+
+
+def run(bag, x, lengths):
+    return onnxruntime_outputs(compile_bag(bag, member_outputs=True).SerializeToString(), x, lengths)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("weights", [None, [0.5, 0.2, 0.3]])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_drop_policy_leaves_out_the_failing_member_and_renormalises(task, weights, bad):
+    kwargs = dict(n_outputs=3, members=((6, 1, False), (5, 2, True), (4, 1, False)), weights=weights)
+    healthy = random_bag(task, **kwargs)
+    x, lengths = ragged_batch(healthy, 7, 9)
+    bag = random_bag(task, **kwargs)
+    bag.nonfinite = "drop"
+    poison_member(bag, 1, bad)
+    got = run(bag, x, lengths)
+    expected = bag_forward(bag, x, lengths)
+    report = compare_outputs({k: got[k] for k in expected}, expected)
+    assert report.ok, report
+    # The same as a bag of the two healthy members with their weights renormalised.
+    others = random_bag(task, **kwargs)
+    others.members = [others.members[0], others.members[2]]
+    if weights is not None:
+        others.member_weights = np.array([0.5, 0.3], np.float32) / 0.8
+    reference = bag_forward(others, x, lengths)
+    main = "probabilities" if task == "classification" else "prediction"
+    np.testing.assert_allclose(got[main], reference[main], atol=1e-5)
+    assert np.all(np.isfinite(got[main]))
+    assert not np.all(np.isfinite(got["members"][1]))
+
+
+def test_propagate_policy_lets_non_finite_values_through():
+    bag = random_bag("regression", n_outputs=2, members=((4, 1, False),) * 3)
+    poison_member(bag, 0, float("nan"))
+    x, lengths = ragged_batch(bag, 4, 5)
+    got = run(bag, x, lengths)
+    assert np.all(np.isnan(got["prediction"])) and np.all(np.isnan(bag_forward(bag, x, lengths)["prediction"]))
+
+
+def test_drop_policy_row_where_every_member_fails_is_nan():
+    bag = random_bag("regression", n_outputs=2, members=((4, 1, False),) * 2)
+    bag.nonfinite = "drop"
+    poison_member(bag, 0)
+    poison_member(bag, 1)
+    x, lengths = ragged_batch(bag, 3, 4)
+    assert np.all(np.isnan(run(bag, x, lengths)["prediction"]))
+
+
+def test_drop_policy_with_healthy_members_equals_plain_mean():
+    bag = random_bag(n_outputs=4, members=((6, 1, False), (5, 2, True)))
+    x, lengths = ragged_batch(bag, 9, 8)
+    plain = run(bag, x, lengths)
+    bag.nonfinite = "drop"
+    dropped = run(bag, x, lengths)
+    np.testing.assert_allclose(dropped["probabilities"], plain["probabilities"], atol=1e-6)
+    meta = {p.key: p.value for p in compile_bag(bag).metadata_props}
+    assert meta["nonfinite_policy"] == "drop"
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="nonfinite must be one of"):
+        random_bag().__class__(**{**random_bag().__dict__, "nonfinite": "ignore"})
+
+
+def test_soft_vote_is_mean_of_probabilities_not_softmax_of_mean_logits():
+    bag = random_bag(n_outputs=3, members=((5, 1, False), (7, 1, True)))
+    x, lengths = ragged_batch(bag, 6, 7)
+    got = run(bag, x, lengths)
+    np.testing.assert_allclose(got["probabilities"], got["members"].mean(0), atol=1e-6)
+    np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-6)
