@@ -49,7 +49,7 @@ class _Progress:
         line = f"[{done}/{total}] {message}"
         if self.tty:
             click.echo("\r" + line.ljust(len(self.last)), err=True, nl=False)
-        elif "done" in message or "kept" in message or "retraining" in message:
+        elif any(word in message for word in ("done", "kept", "retraining", "scored")):
             click.echo(line, err=True)
         self.last = line
 
@@ -84,6 +84,7 @@ def cli():
 @click.option("--epochs", "max_epochs", type=click.IntRange(1), help="Maximum epochs per member (early stopping on out-of-bag loss).")
 @click.option("--batch-size", type=click.IntRange(1), help="Training mini-batch size.")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Seed: same seed, same bag.")
+@click.option("--jobs", "n_jobs", type=click.IntRange(1), help="Train members in this many worker processes (one torch thread each).")
 @click.option("--target", help="CSV only: the column to forecast.")
 @click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV only: steps the model reads.")
 @click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV only: steps to forecast.")
@@ -180,8 +181,10 @@ def _variants(value):
 @click.option("--sequence-column", help="CSV: column whose value groups rows into sequences.")
 @click.option("--window", type=click.IntRange(1), help="CSV: slide windows of this many rows over the file.")
 @click.option("--providers", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--chunk-size", type=click.IntRange(1), default=1024, show_default=True,
+              help="Sequences scored at a time; memory is bounded by the chunk, not the file.")
 @friendly_errors
-def predict(model, input_path, output, sequence_column, window, providers):
+def predict(model, input_path, output, sequence_column, window, providers, chunk_size):
     """Run MODEL on INPUT (NPZ or CSV) and write predictions as CSV.
 
     \b
@@ -190,15 +193,21 @@ def predict(model, input_path, output, sequence_column, window, providers):
     CSV: one row per time step with the model's feature columns (extra columns are ignored).
          --sequence-column groups rows into sequences; --window N makes one sequence per
          window of N consecutive rows; otherwise the whole file is one sequence.
+         The CSV is streamed: rows of one sequence must be contiguous.
     """
     from bagcompile_runtime import EnsembleSession
 
-    from .predict_io import read_sequences, write_predictions
+    from .predict_io import iter_chunks, predict_to_csv
 
     session = EnsembleSession(model, providers=providers)
-    X, lengths, ids = read_sequences(input_path, session.feature_names, sequence_column, window)
-    write_predictions(session, X, lengths, ids, output)
-    click.echo(f"wrote {len(ids)} predictions to {output} (providers: {', '.join(session.providers)})")
+    chunks = iter_chunks(input_path, session.feature_names, sequence_column, window, chunk_size)
+    progress = _Progress()
+    try:
+        total = predict_to_csv(session, chunks, output,
+                               on_chunk=lambda n: progress(f"{n} sequences scored", n, n))
+    finally:
+        progress.close()
+    click.echo(f"wrote {total} predictions to {output} (providers: {', '.join(session.providers)})")
 
 
 @cli.command()

@@ -27,8 +27,9 @@ from .bag import (
 from .bootstrap import BootstrapDraw, block_bootstrap, sequence_bootstrap
 from .members import MemberSpec
 from .oob import oob_member_weights
-from .persistence import load_member, load_run, save_member, save_run
-from .training import MemberData, TrainConfig, train_member
+from .member_pool import train_members
+from .persistence import load_run, save_run
+from .training import MemberData, TrainConfig
 
 ProgressCallback = Callable[[str, int, int], None]  # (message, done, total)
 
@@ -90,7 +91,7 @@ class _BaggedLSTM:
                  batch_size: int = 32, learning_rate: float = 3e-3, weight_decay: float = 0.0,
                  patience: int = 8, clip_grad_norm: float = 1.0, max_samples: float = 1.0,
                  bootstrap: str = "auto", block_length: int | None = None, stratify: bool = False,
-                 level_free: bool = False, feature_indices=None, random_state: int = 0):
+                 level_free: bool = False, feature_indices=None, random_state: int = 0, n_jobs: int = 1):
         self.n_members = n_members
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -109,6 +110,7 @@ class _BaggedLSTM:
         self.level_free = level_free
         self.feature_indices = feature_indices
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def get_params(self) -> dict:
         import inspect
@@ -120,6 +122,8 @@ class _BaggedLSTM:
     def _check_params(self):
         if not isinstance(self.n_members, int) or self.n_members < 1:
             raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}")
+        if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+            raise ValueError(f"n_jobs must be a positive integer, got {self.n_jobs!r}")
         if self.bootstrap not in ("auto", "sequences", "blocks", "none"):
             raise ValueError(f"bootstrap must be 'auto', 'sequences', 'blocks' or 'none', got {self.bootstrap!r}")
 
@@ -147,7 +151,8 @@ class _BaggedLSTM:
         digest = hashlib.sha256()
         for array in (x, lengths, targets):
             digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update(json.dumps(self.get_params(), sort_keys=True, default=str).encode())
+        params = {k: v for k, v in self.get_params().items() if k != "n_jobs"}  # how, not what, is trained
+        digest.update(json.dumps(params, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:16]
 
     def _fit_bag(self, X, targets_raw, lengths, time_spans, feature_names, checkpoint_dir,
@@ -188,32 +193,10 @@ class _BaggedLSTM:
         config = TrainConfig(self.max_epochs, self.batch_size, self.learning_rate, self.weight_decay,
                              self.patience, clip_grad_norm=self.clip_grad_norm)
         fingerprint = self._fingerprint(x, lengths, head_targets.numpy())
-        members, histories = [], []
-        for k, (seed, draw) in enumerate(zip(self.member_seeds_, self.bootstrap_)):
-            checkpoint = Path(checkpoint_dir) / f"member_{k}.safetensors" if checkpoint_dir else None
-            if checkpoint is not None and checkpoint.is_file():
-                member, meta = load_member(checkpoint)
-                if meta.get("fingerprint") == fingerprint:
-                    members.append(member)
-                    histories.append(meta["history"])
-                    if progress:
-                        progress(f"member {k + 1}/{self.n_members}: kept from checkpoint", k + 1, self.n_members)
-                    continue
-                if progress:
-                    progress(f"member {k + 1}/{self.n_members}: checkpoint is from other data or settings; "
-                             "retraining", k, self.n_members)
-            on_epoch = None
-            if progress:
-                on_epoch = lambda e, loss, k=k: progress(
-                    f"member {k + 1}/{self.n_members} epoch {e + 1} loss {loss:.4f}", k, self.n_members)
-            member, history = train_member(spec, data, draw.in_bag, draw.out_of_bag, seed, config, on_epoch)
-            if checkpoint is not None:
-                save_member(checkpoint, member, {"fingerprint": fingerprint, "history": history, "seed": seed})
-            members.append(member)
-            histories.append(history)
-            if progress:
-                progress(f"member {k + 1}/{self.n_members} done (best epoch {history['best_epoch'] + 1})",
-                         k + 1, self.n_members)
+        members, histories = train_members(
+            spec, data, config, self.member_seeds_, self.bootstrap_, n_jobs=self.n_jobs,
+            threads_per_member=1 if self.n_jobs > 1 else None, checkpoint_dir=checkpoint_dir,
+            fingerprint=fingerprint, progress=progress)
         self.histories_ = histories
         self.bag_ = self._make_bag(members)
         self._fit_sample_ = (x[: min(n, 256)], lengths[: min(n, 256)])

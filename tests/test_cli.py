@@ -420,3 +420,39 @@ def test_predict_path_does_not_import_torch():
     code = "import sys, bagcompile.cli, bagcompile.predict_io; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_predict_streams_in_chunks_with_bounded_memory(etth1, tmp_path):
+    """The whole bundled ETTh1.csv (17,420 rows) through --window 96 in chunks of 50 windows: the
+    same numbers as one big chunk, and peak Python-side memory far below the windows' 46 MB."""
+    import tracemalloc
+
+    _, model = etth1
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    tracemalloc.start()
+    ok(invoke("predict", model, ETTH1_CSV, "-o", small, "--window", 96, "--chunk-size", 50))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    windows = 17420 - 96 + 1
+    assert peak < 8e6, peak  # all windows at once would be windows * 96 * 7 * 4 bytes = 46.8 MB
+    ok(invoke("predict", model, ETTH1_CSV, "-o", big, "--window", 96, "--chunk-size", 100_000))
+    _, rows_small = read_csv(small)
+    _, rows_big = read_csv(big)
+    assert len(rows_small) == windows and rows_small[0][0] == "95" and rows_small[-1][0] == "17419"
+    np.testing.assert_allclose(np.array(rows_small, float), np.array(rows_big, float), rtol=1e-5, atol=1e-5)
+
+
+def test_predict_rejects_non_contiguous_sequences(jv, jv_test, tmp_path):
+    _, model = jv
+    seqs, _ = jv_test
+    path = tmp_path / "mixed.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["seq", *JAPANESE_VOWELS_FEATURES])
+        for key, k in (("a", 0), ("b", 1), ("a", 2)):
+            for row in seqs[k]:
+                writer.writerow([key, *row])
+    result = invoke("predict", model, path, "-o", tmp_path / "p.csv", "--sequence-column", "seq")
+    assert_one_line_error(result, 1, "not contiguous", "sort the file")
+    assert not (tmp_path / "p.csv").exists()
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind

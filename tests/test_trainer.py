@@ -336,7 +336,7 @@ def test_regressor_lengths_and_ragged_input(reg_bag, etth1_test):
 def no_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("training started although the data is bad")
-    monkeypatch.setattr("bagcompile.estimators.train_member", fail)
+    monkeypatch.setattr("bagcompile.member_pool.train_member", fail)
 
 
 def _with_nan(X, row=5):

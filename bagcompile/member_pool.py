@@ -1,0 +1,110 @@
+"""Train the bag's members one after another or in worker processes, keeping finished ones.
+
+Workers are separate processes (``spawn``) with one torch thread each: small LSTMs do not
+scale with intra-op threads, but independent members do scale with cores. Each worker receives
+the prepared training data once (at start-up) and then only a member's seed and sample indices;
+it sends back the member's weights as numpy arrays. Finished members are checkpointed by the
+parent as they arrive, so an interrupt loses only the members still training.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .members import LSTMMember, MemberSpec
+from .persistence import load_member, save_member
+from .training import MemberData, TrainConfig, train_member
+
+_worker_data: MemberData | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` intra-op threads (None: leave torch's setting alone)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _init_worker(data: MemberData, threads: int) -> None:
+    global _worker_data
+    _worker_data = data
+    torch.set_num_threads(threads)
+
+
+def _train_in_worker(k: int, spec: MemberSpec, in_bag, out_of_bag, seed: int, config: TrainConfig):
+    member, history = train_member(spec, _worker_data, in_bag, out_of_bag, seed, config)
+    return k, {name: t.numpy().copy() for name, t in member.state_dict().items()}, history
+
+
+def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds, draws, *, n_jobs: int = 1,
+                  threads_per_member: int | None = None, checkpoint_dir=None, fingerprint: str = "",
+                  progress=None) -> tuple[list[LSTMMember], list[dict]]:
+    n = len(seeds)
+    members: list = [None] * n
+    histories: list = [None] * n
+    say = progress or (lambda message, done, total: None)
+
+    def finish(k, member, history):
+        if checkpoint_dir is not None:
+            save_member(Path(checkpoint_dir) / f"member_{k}.safetensors", member,
+                        {"fingerprint": fingerprint, "history": history, "seed": seeds[k]})
+        members[k], histories[k] = member, history
+        done = sum(m is not None for m in members)
+        say(f"member {k + 1}/{n} done (best epoch {history['best_epoch'] + 1})", done, n)
+
+    for k in range(n):
+        path = Path(checkpoint_dir) / f"member_{k}.safetensors" if checkpoint_dir else None
+        if path is not None and path.is_file():
+            member, meta = load_member(path)
+            if meta.get("fingerprint") == fingerprint:
+                members[k], histories[k] = member, meta["history"]
+                say(f"member {k + 1}/{n}: kept from checkpoint", sum(m is not None for m in members), n)
+            else:
+                say(f"member {k + 1}/{n}: checkpoint is from other data or settings; retraining", k, n)
+    pending = [k for k in range(n) if members[k] is None]
+
+    if n_jobs <= 1 or len(pending) <= 1:
+        with torch_threads(threads_per_member):
+            for k in pending:
+                on_epoch = lambda e, loss, k=k: say(f"member {k + 1}/{n} epoch {e + 1} loss {loss:.4f}", k, n)
+                member, history = train_member(spec, data, draws[k].in_bag, draws[k].out_of_bag, seeds[k],
+                                               config, on_epoch)
+                finish(k, member, history)
+        return members, histories
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(n_jobs, len(pending)), mp_context=context,
+                             initializer=_init_worker, initargs=(data, threads_per_member or 1)) as pool:
+        futures = {pool.submit(_train_in_worker, k, spec, draws[k].in_bag, draws[k].out_of_bag, seeds[k], config)
+                   for k in pending}
+        say(f"training {len(pending)} members in {min(n_jobs, len(pending))} worker processes", n - len(pending), n)
+        try:
+            while futures:
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    k, state, history = future.result()
+                    member = LSTMMember(spec)
+                    member.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in state.items()})
+                    finish(k, member.eval(), history)
+        except BrokenProcessPool:
+            raise RuntimeError("a training worker process died (out of memory, or started from a script "
+                               "without `if __name__ == '__main__':` around fit with n_jobs > 1); finished "
+                               "members are kept in the checkpoint directory") from None
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return members, histories
