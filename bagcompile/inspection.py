@@ -8,6 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+PRECISION_KEY = "precision"  # metadata written by bagcompile.compiler.variants
+
+
+def model_precision(model) -> str:
+    """fp32, fp16 (float16 initializers) or int8-dynamic (com.microsoft.DynamicQuantizeLSTM)."""
+    if any(n.op_type == "DynamicQuantizeLSTM" for n in model.graph.node):
+        return "int8-dynamic"
+    if any(t.data_type == 10 for t in model.graph.initializer):  # TensorProto.FLOAT16
+        return "fp16"
+    return "fp32"
+
 
 def describe(path) -> str:
     import onnx
@@ -38,6 +49,7 @@ def describe(path) -> str:
     lines += [f"  {v.name}: {dtype(v)} {shape(v)}" for v in model.graph.input]
     lines.append("outputs:")
     lines += [f"  {v.name}: {dtype(v)} {shape(v)}" for v in model.graph.output]
+    lines.append(f"precision: {model_precision(model)}")
     lines.append(f"nodes: {len(model.graph.node)} (" + ", ".join(f"{k} {v}" for k, v in ops.most_common()) + ")")
     members = json.loads(meta.get("members", "[]"))
     lines.append(f"members: {meta.get('n_members')}")
