@@ -8,13 +8,22 @@ The form is "gather", chosen over ``sequence_lens`` (see compiler/README in the 
   stays in place), so its state after the row's last valid step is the backward final state.
 Padding never flows into a valid step, so the graph is exact in onnxruntime and in
 ``onnx.reference`` (which ignores ``sequence_lens``), and needs nothing beyond plain ``LSTM``.
+
+The alternative form "sequence_lens" (``compile_bag(..., form="sequence_lens")``) emits ONE ``LSTM``
+node per layer (``direction="forward"`` or ``"bidirectional"``) fed the lengths as ``sequence_lens``
+(int32, cast once per graph); the head reads ``Y_h`` of the last layer. It relies on the runtime
+honouring ``sequence_lens``: exact in onnxruntime (``Y_h`` is each row's last valid state, ``Y`` is
+zero past each row's length), wrong in ``onnx.reference``, which ignores ``sequence_lens``.
 """
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 from torch import nn
 
 from .recorder import GraphRecorder
+
+GRAPH_FORMS = ("gather", "sequence_lens")
 
 # PyTorch stacks gates as (i, f, g, o); ONNX expects (i, o, f, c).
 _GATE_ORDER = (0, 3, 1, 2)
@@ -38,8 +47,24 @@ def onnx_lstm_weights(lstm: nn.LSTM, layer: int, reverse: bool) -> tuple[np.ndar
 class SequenceIndexer:
     """Index tensors shared by every member: built once from ``lengths``, used by many gathers."""
 
-    def __init__(self, rec: GraphRecorder, x_time_major: str, lengths: str, need_reverse: bool):
-        self.rec = rec
+    def __init__(self, rec: GraphRecorder, x_time_major: str, lengths: str, need_reverse: bool,
+                 form: str = "gather"):
+        if form not in GRAPH_FORMS:
+            raise ValueError(f"unknown graph form {form!r} (expected one of {GRAPH_FORMS})")
+        self.rec, self.form = rec, form
+        self._args = (x_time_major, lengths, need_reverse)
+        self.last_flat = self.reverse_flat = self.lengths_int32 = None
+        if form == "gather":
+            self._build()
+        else:
+            # One Cast shared by every LSTM node; the gather indices only if a transform needs them.
+            with rec.scope("lengths"):
+                self.lengths_int32 = rec.op("Cast", [lengths], to=TensorProto.INT32, label="lengths_int32")
+
+    def _build(self) -> None:
+        rec = self.rec
+        x_time_major, lengths, need_reverse = self._args
+        need_reverse = need_reverse and self.form == "gather"
         with rec.scope("lengths"):
             shape = rec.op("Shape", [x_time_major])
             time = rec.op("Gather", [shape, rec.constant(0)], axis=0, label="time")
@@ -63,6 +88,8 @@ class SequenceIndexer:
 
     def last_valid(self, y: str, width: int, label: str = "last_valid") -> str:
         """(time, batch, width) -> (batch, width) at each row's last valid step."""
+        if self.last_flat is None:
+            self._build()
         flat = self.rec.op("Reshape", [y, self.rec.constant([-1, width])])
         return self.rec.op("Gather", [flat, self.last_flat], axis=0, label=label)
 
@@ -89,7 +116,10 @@ def _lstm_node(rec: GraphRecorder, x: str, lstm: nn.LSTM, layer: int, reverse: b
 
 
 def emit_lstm_stack(rec: GraphRecorder, x: str, lstm: nn.LSTM, index: SequenceIndexer) -> str:
-    """Stack of layers over time-major ``x``; returns the head's input (batch, directions*hidden)."""
+    """Stack of layers over time-major ``x``; returns the head's input (batch, directions*hidden).
+    The graph form is the indexer's (one per graph): "gather" or "sequence_lens"."""
+    if index.form == "sequence_lens":
+        return emit_lstm_stack_sequence_lens(rec, x, lstm, index.lengths_int32)
     h = lstm.hidden_size
     for layer in range(lstm.num_layers):
         last_layer = layer == lstm.num_layers - 1
@@ -109,4 +139,35 @@ def emit_lstm_stack(rec: GraphRecorder, x: str, lstm: nn.LSTM, index: SequenceIn
                 return rec.op("Concat", states, axis=1, label="final_state")
             y_bwd = index.reverse_rows(y_rev, h, label="backward_Y")
             x = rec.op("Concat", [y_fwd, y_bwd], axis=2, label="Y")
+    raise AssertionError("unreachable")
+
+
+def emit_lstm_stack_sequence_lens(rec: GraphRecorder, x: str, lstm: nn.LSTM, lengths_int32: str) -> str:
+    """The "sequence_lens" form: one LSTM node per layer, both directions in it, the lengths as
+    ``sequence_lens``; returns the last layer's ``Y_h`` as (batch, directions*hidden), forward first
+    (PyTorch's ``h_n`` order). Exact only where the runtime honours ``sequence_lens``."""
+    h, directions = lstm.hidden_size, 2 if lstm.bidirectional else 1
+    for layer in range(lstm.num_layers):
+        last_layer = layer == lstm.num_layers - 1
+        with rec.scope(f"l{layer}"):
+            parts = [onnx_lstm_weights(lstm, layer, reverse) for reverse in (False, True)[:directions]]
+            w, r, b = (np.concatenate(arrays, axis=0) for arrays in zip(*parts))
+            # sequence_lens is the 5th input, right after B: no empty ("") optional input names.
+            inputs = [x, rec.weight("W", w), rec.weight("R", r), rec.weight("B", b), lengths_int32]
+            attrs = dict(hidden_size=h, direction="bidirectional" if directions == 2 else "forward")
+            if last_layer:
+                # Y is named too (unused): empty output names trip the same converters.
+                _, y_h = rec.op("LSTM", inputs, n_outputs=2, label="LSTM", **attrs)
+                if directions == 1:
+                    return rec.op("Reshape", [y_h, rec.constant([-1, h])], label="final_state")
+                # (directions, batch, H) -> (batch, directions*H)
+                y_h = rec.op("Transpose", [y_h], perm=[1, 0, 2])
+                return rec.op("Reshape", [y_h, rec.constant([0, -1])], label="final_state")
+            y = rec.op("LSTM", inputs, label="LSTM", **attrs)
+            # (time, directions, batch, H) -> (time, batch, directions*H)
+            if directions == 2:
+                y = rec.op("Transpose", [y], perm=[0, 2, 1, 3])
+                x = rec.op("Reshape", [y, rec.constant([0, 0, -1])], label="Y")
+            else:
+                x = rec.op("Reshape", [y, rec.constant([0, -1, h])], label="Y")
     raise AssertionError("unreachable")
