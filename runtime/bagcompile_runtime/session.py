@@ -34,6 +34,12 @@ def _import_ort():
     try:
         import onnxruntime
     except ImportError as exc:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is not None:
+            # Installed but broken, e.g. onnxruntime < 1.18 next to numpy 2.
+            raise MissingEngineError(f"onnxruntime is installed but cannot be imported ({exc}); "
+                                     "onnxruntime < 1.18 needs numpy < 2") from exc
         raise MissingEngineError(MISSING_ENGINE_MESSAGE) from exc
     return onnxruntime
 
@@ -68,7 +74,7 @@ def _open(ort, model, source, plan, options):
                         f"could not start {plan.names[0]}: {_short(first)}"
                     ) from first
                 return sess  # "auto": check_granted warns about running on CPU
-        hint = " (truncated, or not an ONNX file?)" if "Protobuf" in str(first) else ""
+        hint = " (truncated, or not an ONNX file?)" if "protobuf" in str(first).lower() else ""
         raise ModelFormatError(
             f"cannot load {source} as an ONNX model: {_short(first)}{hint}"
         ) from None
