@@ -1,0 +1,223 @@
+"""Inference speed: the compiled graph in the runtime vs the usual alternatives, side by side.
+
+    python benchmarks/inference.py            # default grid, a few minutes on 2 cores
+    python benchmarks/inference.py --full     # the whole grid of issue 5 (long: batch 4096 x 500 steps)
+
+Per configuration (members of LSTM 2 layers, hidden 64, 12 features, 1 output), median ms per
+call over repeated runs, and each alternative as a multiple of the compiled graph's time:
+- graph: one ONNX file, every member + the mean inside, bagcompile_runtime.EnsembleSession;
+- torch: PyTorch eager loop over the members, then the mean (torch.no_grad, inference mode);
+- jit: the same loop traced with torch.jit.trace;
+- ort/member: one onnxruntime session per member, then a numpy mean.
+'floor' is the compiled graph's time as a multiple of the arithmetic floor (LSTM FLOPs at
+320 GFLOP/s, this machine's measured float32 peak on 2 threads).
+Then cold start (import + session creation + first prediction) and peak resident memory, each
+in a fresh process.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEAK_FLOPS = 320e9
+HIDDEN, LAYERS, FEATURES = 64, 2, 12
+
+
+def make_bag(n_members: int, seed: int = 0):
+    import torch
+
+    from bagcompile.bag import Bag, InputTransform, TargetTransform
+    from bagcompile.members import LSTMMember, MemberSpec
+
+    torch.manual_seed(seed)
+    spec = MemberSpec(FEATURES, HIDDEN, LAYERS, False, 0.0, 1)
+    return Bag("regression", [LSTMMember(spec).eval() for _ in range(n_members)],
+               InputTransform(np.zeros(FEATURES), np.ones(FEATURES)), [f"f{i}" for i in range(FEATURES)],
+               target_transform=TargetTransform([0.0], [1.0]), target_names=["y"])
+
+
+def lstm_flops(n_members, batch, length):
+    per_step = sum(8 * HIDDEN * ((FEATURES if layer == 0 else HIDDEN) + HIDDEN) for layer in range(LAYERS))
+    return n_members * batch * length * per_step
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure(n_members, length, batch, threads, repeats, workdir: Path):
+    import onnxruntime as ort
+    import torch
+
+    from bagcompile.compiler import compile_bag
+    from bagcompile_runtime import EnsembleSession
+
+    bag = make_bag(n_members)
+    x = np.random.default_rng(0).normal(size=(batch, length, FEATURES)).astype(np.float32)
+    lengths = np.full(batch, length, np.int64)
+    graph_path = workdir / f"bag_{n_members}.onnx"
+    if not graph_path.exists():
+        graph_path.write_bytes(compile_bag(bag).SerializeToString())
+    session = EnsembleSession(graph_path, providers="cpu", intra_op_threads=threads, batch_size=batch)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    member_sessions = []
+    for k, member in enumerate(bag.members):
+        path = workdir / f"member_{n_members}_{k}.onnx"
+        if not path.exists():
+            single = make_bag(1)
+            single.members = [member]
+            path.write_bytes(compile_bag(single).SerializeToString())
+        member_sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+
+    def torch_loop():
+        with torch.inference_mode():
+            return torch.stack([m.head(m.lstm(xt)[1][0][-1]) for m in bag.members]).mean(0)
+
+    class Loop(torch.nn.Module):
+        def __init__(self, members):
+            super().__init__()
+            self.members = torch.nn.ModuleList(members)
+
+        def forward(self, inputs):
+            return torch.stack([m.head(m.lstm(inputs)[1][0][-1]) for m in self.members]).mean(0)
+
+    with torch.inference_mode():
+        traced = torch.jit.trace(Loop(bag.members).eval(), (xt,), check_trace=False)
+    feeds = {"x": x, "lengths": lengths}
+    results = {
+        "graph": median_ms(lambda: session.run(x), repeats),
+        "torch": median_ms(torch_loop, repeats),
+        "jit": median_ms(lambda: traced(xt), repeats) if traced is not None else float("nan"),
+        "ort/member": median_ms(lambda: np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0),
+                                repeats),
+    }
+    # Same numbers from every method (else the timing compares different work).
+    ref = session.run(x)["prediction"]
+    np.testing.assert_allclose(torch_loop().numpy(), ref, atol=1e-4)
+    results["floor"] = results["graph"] / (1e3 * lstm_flops(n_members, batch, length) / PEAK_FLOPS)
+    return results
+
+
+COLD_RUNTIME = """
+import time, numpy as np
+def peak_mb():
+    # VmHWM is this process's own peak (ru_maxrss would include the parent's size at fork).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+t = time.perf_counter()
+from bagcompile_runtime import EnsembleSession
+s = EnsembleSession({path!r}, providers="cpu")
+s.predict(np.zeros((1, 20, {f}), np.float32))
+print(time.perf_counter() - t, peak_mb())
+"""
+
+COLD_TORCH = """
+import time, numpy as np
+def peak_mb():
+    # VmHWM is this process's own peak (ru_maxrss would include the parent's size at fork).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+t = time.perf_counter()
+from bagcompile import BaggedLSTMRegressor
+est = BaggedLSTMRegressor.load({run!r})
+est.predict(np.zeros((1, 20, {f}), np.float32))
+print(time.perf_counter() - t, peak_mb())
+"""
+
+PEAK = """
+import numpy as np
+def peak_mb():
+    # VmHWM is this process's own peak (ru_maxrss would include the parent's size at fork).
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+from bagcompile_runtime import EnsembleSession
+s = EnsembleSession({path!r}, providers="cpu", batch_size={chunk})
+s.predict(np.random.default_rng(0).normal(size=({n}, 100, {f})).astype(np.float32))
+print(peak_mb())
+"""
+
+
+def run_python(code: str) -> list[float]:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [float(v) for v in out.split()]
+
+
+def cold_start_and_memory(workdir: Path):
+    from bagcompile.persistence import save_run
+
+    bag = make_bag(10)
+    path = workdir / "cold_10.onnx"
+    from bagcompile.compiler import compile_bag
+
+    path.write_bytes(compile_bag(bag).SerializeToString())
+    run_dir = workdir / "run_10"
+    from bagcompile.bootstrap import BootstrapDraw
+
+    draws = [BootstrapDraw(np.arange(1), np.arange(0)) for _ in bag.members]
+    save_run(run_dir, bag, draws, {"params": {"n_members": 10}, "member_seeds": [0] * 10, "histories": [],
+                                   "oob_score": float("nan"), "estimator": "BaggedLSTMRegressor"})
+    runtime = [run_python(COLD_RUNTIME.format(path=str(path), f=FEATURES)) for _ in range(3)]
+    torch_side = [run_python(COLD_TORCH.format(run=str(run_dir), f=FEATURES)) for _ in range(3)]
+    print("\nCold start, 10 members (import + load + first prediction; median of 3 fresh processes)")
+    print(f"  runtime (numpy + onnxruntime): {statistics.median(r[0] for r in runtime):.3f} s, "
+          f"peak RSS {statistics.median(r[1] for r in runtime):.0f} MB")
+    print(f"  PyTorch estimator (load run):  {statistics.median(r[0] for r in torch_side):.3f} s, "
+          f"peak RSS {statistics.median(r[1] for r in torch_side):.0f} MB")
+    print("\nPeak RSS vs input size (10 members, 100 steps, runtime chunks of 1024 rows)")
+    for n in (1024, 8192, 32768):
+        mb = run_python(PEAK.format(path=str(path), chunk=1024, n=n, f=FEATURES))[0]
+        print(f"  {n:>6} rows ({n * 100 * FEATURES * 4 / 1e6:6.1f} MB of input): peak RSS {mb:.0f} MB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the whole grid (members 1,5,10,20 x lengths "
+                        "20,100,500 x batches 1,256,4096 x threads 1,2)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    if args.full:
+        grid = list(itertools.product([1, 5, 10, 20], [20, 100, 500], [1, 256, 4096], [1, 2]))
+    else:
+        grid = ([(m, 20, 1, t) for m in (1, 5, 10, 20) for t in (1, 2)]
+                + [(m, 50, 256, 2) for m in (1, 5, 10, 20)]
+                + [(5, 100, 256, t) for t in (1, 2)] + [(5, 500, 1, 1), (5, 20, 4096, 2)])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"{'members':>7} {'len':>4} {'batch':>5} {'thr':>3} | {'graph ms':>9} {'floor':>6} | "
+              f"{'torch/graph':>11} {'jit/graph':>9} {'ort-per-member/graph':>20}")
+        for n_members, length, batch, threads in grid:
+            heavy = batch * length * n_members > 2_000_000
+            r = measure(n_members, length, batch, threads, 3 if heavy else args.repeats, Path(tmp))
+            rows.append({"members": n_members, "length": length, "batch": batch, "threads": threads, **r})
+            print(f"{n_members:>7} {length:>4} {batch:>5} {threads:>3} | {r['graph']:>9.3f} {r['floor']:>5.1f}x | "
+                  f"{r['torch'] / r['graph']:>10.2f}x {r['jit'] / r['graph']:>8.2f}x "
+                  f"{r['ort/member'] / r['graph']:>19.2f}x", flush=True)
+        cold_start_and_memory(Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
