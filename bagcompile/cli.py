@@ -241,8 +241,10 @@ def bench(model, batches, length, threads, repeats):
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/runs"),
               show_default=True, help="Where the training runs go.")
 @click.option("--members", "n_members", type=click.IntRange(1), default=None, help="Members per bag (default 10).")
+@click.option("--jobs", "n_jobs", type=click.IntRange(1), default=2, show_default=True,
+              help="Worker processes training members (one torch thread each).")
 @friendly_errors
-def reproduce(out_dir, runs_dir, n_members):
+def reproduce(out_dir, runs_dir, n_members, n_jobs):
     """The main job: train both bundled data sets, export, predict with the runtime, print metrics.
 
     Exits non-zero if a target is missed (accuracy, beating persistence, parity).
@@ -251,7 +253,7 @@ def reproduce(out_dir, runs_dir, n_members):
 
     progress = _Progress()
     try:
-        ok = run_main_job(out_dir, runs_dir, progress=progress, n_members=n_members)
+        ok = run_main_job(out_dir, runs_dir, progress=progress, n_members=n_members, n_jobs=n_jobs)
     finally:
         progress.close()
     if not ok:

@@ -37,10 +37,10 @@ def _runtime_check(est, recipe, model_path: Path) -> dict:
     return out
 
 
-def _one(recipe, out_dir: Path, runs_dir: Path, progress, n_members) -> dict:
+def _one(recipe, out_dir: Path, runs_dir: Path, progress, n_members, n_jobs) -> dict:
     click.echo(f"== {recipe.name}: training", err=True)
     start = time.perf_counter()
-    est = train_recipe(recipe, runs_dir / recipe.name, progress=progress, n_members=n_members)
+    est = train_recipe(recipe, runs_dir / recipe.name, progress=progress, n_members=n_members, n_jobs=n_jobs)
     train_s = time.perf_counter() - start
     X_test = recipe.test[0]
     x, lengths = as_padded(X_test, est.n_features_in_)
@@ -68,10 +68,10 @@ def _checks(jv: dict, ett: dict) -> list[tuple[str, bool, str]]:
     ]
 
 
-def run_main_job(out_dir, runs_dir, progress=None, n_members=None) -> bool:
+def run_main_job(out_dir, runs_dir, progress=None, n_members=None, n_jobs=2) -> bool:
     out_dir, runs_dir = Path(out_dir), Path(runs_dir)
-    jv = _one(recipes.japanese_vowels(), out_dir, runs_dir, progress, n_members)
-    ett = _one(recipes.etth1(), out_dir, runs_dir, progress, n_members)
+    jv = _one(recipes.japanese_vowels(), out_dir, runs_dir, progress, n_members, n_jobs)
+    ett = _one(recipes.etth1(), out_dir, runs_dir, progress, n_members, n_jobs)
     checks = _checks(jv, ett)
     report = {"japanese_vowels": jv, "etth1": ett,
               "checks": [{"check": c, "passed": ok, "value": v} for c, ok, v in checks]}

@@ -506,3 +506,23 @@ def test_public_names():
     for name in ["EnsembleSession", "errors", "pad_sequences", "__version__"]:
         assert name in bagcompile_runtime.__all__
     assert errors.ProviderError is ProviderError
+
+
+def test_io_binding_equals_plain_run_on_the_real_model():
+    """IO binding (the CUDA path: inputs and outputs stay on the device) gives the same numbers;
+    on this CPU machine the device is the host, on a GPU machine benchmarks/gpu_check.sh runs it."""
+    from pathlib import Path
+
+    from bagcompile.datasets import load_japanese_vowels
+
+    model = Path(__file__).resolve().parents[1] / "exported" / "japanese_vowels.onnx"
+    session = EnsembleSession(model, providers="cpu")
+    X, _ = load_japanese_vowels("test")
+    x, lengths = session.device_inputs(X[:40])
+    assert session.device == "cpu" and x.shape()[0] == 40
+    first = session.run_on_device(x, lengths)
+    again = session.run_on_device(x, lengths, names=["probabilities"])
+    plain = session.run(X[:40])
+    np.testing.assert_array_equal(first["label"].numpy(), plain["label"])
+    np.testing.assert_allclose(first["probabilities"].numpy(), plain["probabilities"], atol=1e-6)
+    np.testing.assert_array_equal(again["probabilities"].numpy(), first["probabilities"].numpy())

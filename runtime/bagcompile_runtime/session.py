@@ -190,6 +190,33 @@ class EnsembleSession:
         return {name: np.concatenate([p[i] for p in parts], axis=BATCH_AXIS.get(name, 0))
                 for i, name in enumerate(names)}
 
+    # --- IO binding: inputs and outputs stay on the device (CUDA) across repeated calls -------
+    @property
+    def device(self) -> str:
+        """Where IO-bound tensors live: ``"cuda"`` when the session runs on CUDA, else ``"cpu"``."""
+        return "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    def device_inputs(self, X, lengths=None):
+        """Validate and pad ``X`` once and copy it to the session's device: ``(x, lengths)`` as
+        onnxruntime ``OrtValue``s for :meth:`run_on_device` (no chunking: one bound batch)."""
+        ort = _import_ort()
+        x, n = prepare(X, self.n_features, lengths, self.allow_nonfinite).slice(0, None)
+        return (ort.OrtValue.ortvalue_from_numpy(x, self.device, 0),
+                ort.OrtValue.ortvalue_from_numpy(n, self.device, 0))
+
+    def run_on_device(self, x, lengths, names=None) -> dict:
+        """Run with IO binding on device-resident inputs (from :meth:`device_inputs`); outputs are
+        allocated by onnxruntime on the device (their shapes are dynamic) and returned as
+        ``OrtValue``s; call ``.numpy()`` on one to copy it to the host."""
+        names = list(names or self._output_names)
+        binding = self.session.io_binding()  # one per call: bindings are not shared across threads
+        binding.bind_ortvalue_input("x", x)
+        binding.bind_ortvalue_input("lengths", lengths)
+        for name in names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
     def predict(self, X, lengths=None, return_std=False):
         """Classification: the class labels (taken from ``classes``). Regression: ``prediction``
         ``[batch, targets]``. ``return_std=True`` also returns the members' spread."""
