@@ -49,7 +49,7 @@ class _Progress:
         line = f"[{done}/{total}] {message}"
         if self.tty:
             click.echo("\r" + line.ljust(len(self.last)), err=True, nl=False)
-        elif any(word in message for word in ("done", "kept", "retraining", "scored")):
+        elif any(word in message for word in ("done", "kept", "training", "scored")):
             click.echo(line, err=True)
         self.last = line
 
@@ -85,6 +85,10 @@ def cli():
 @click.option("--batch-size", type=click.IntRange(1), help="Training mini-batch size.")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Seed: same seed, same bag.")
 @click.option("--jobs", "n_jobs", type=click.IntRange(1), help="Train members in this many worker processes (one torch thread each).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="Where members train: this machine (default) or a Ray cluster (pip install 'bagcompile[ray]').")
+@click.option("--address", "ray_address", default=None,
+              help="Ray cluster address for --backend ray (default: start a local Ray instance).")
 @click.option("--target", help="CSV only: the column to forecast.")
 @click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV only: steps the model reads.")
 @click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV only: steps to forecast.")
@@ -258,6 +262,24 @@ def reproduce(out_dir, runs_dir, n_members, n_jobs):
         progress.close()
     if not ok:
         raise click.ClickException("one or more targets were missed (see the table above)")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the report files (default: RUN_DIR/report).")
+@friendly_errors
+def report(run_dir, out_dir):
+    """Write a training report for RUN_DIR: PNG figures and one HTML page.
+
+    Learning curves per member, error against the number of members (out-of-bag, validation,
+    test) and, for forecasting, the test period with the ensemble mean and its spread. The data
+    are rebuilt from the run's source.json. Needs matplotlib: pip install 'bagcompile[report]'.
+    """
+    from .report import write_report
+
+    for path in write_report(run_dir, out_dir=out_dir):
+        click.echo(str(path))
 
 
 def main():

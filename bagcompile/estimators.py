@@ -91,7 +91,8 @@ class _BaggedLSTM:
                  batch_size: int = 32, learning_rate: float = 3e-3, weight_decay: float = 0.0,
                  patience: int = 8, clip_grad_norm: float = 1.0, max_samples: float = 1.0,
                  bootstrap: str = "auto", block_length: int | None = None, stratify: bool = False,
-                 level_free: bool = False, feature_indices=None, random_state: int = 0, n_jobs: int = 1):
+                 level_free: bool = False, feature_indices=None, random_state: int = 0, n_jobs: int = 1,
+                 backend: str = "local", ray_address: str | None = None):
         self.n_members = n_members
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -111,6 +112,8 @@ class _BaggedLSTM:
         self.feature_indices = feature_indices
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.backend = backend
+        self.ray_address = ray_address
 
     def get_params(self) -> dict:
         import inspect
@@ -124,6 +127,8 @@ class _BaggedLSTM:
             raise ValueError(f"n_members must be a positive integer, got {self.n_members!r}")
         if not isinstance(self.n_jobs, int) or self.n_jobs < 1:
             raise ValueError(f"n_jobs must be a positive integer, got {self.n_jobs!r}")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         if self.bootstrap not in ("auto", "sequences", "blocks", "none"):
             raise ValueError(f"bootstrap must be 'auto', 'sequences', 'blocks' or 'none', got {self.bootstrap!r}")
 
@@ -151,7 +156,8 @@ class _BaggedLSTM:
         digest = hashlib.sha256()
         for array in (x, lengths, targets):
             digest.update(np.ascontiguousarray(array).tobytes())
-        params = {k: v for k, v in self.get_params().items() if k != "n_jobs"}  # how, not what, is trained
+        # How members are scheduled does not change what is trained.
+        params = {k: v for k, v in self.get_params().items() if k not in ("n_jobs", "backend", "ray_address")}
         digest.update(json.dumps(params, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:16]
 
@@ -195,8 +201,9 @@ class _BaggedLSTM:
         fingerprint = self._fingerprint(x, lengths, head_targets.numpy())
         members, histories = train_members(
             spec, data, config, self.member_seeds_, self.bootstrap_, n_jobs=self.n_jobs,
-            threads_per_member=1 if self.n_jobs > 1 else None, checkpoint_dir=checkpoint_dir,
-            fingerprint=fingerprint, progress=progress)
+            threads_per_member=1 if (self.n_jobs > 1 or self.backend == "ray") else None,
+            checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, progress=progress,
+            backend=self.backend, ray_address=self.ray_address)
         self.histories_ = histories
         self.bag_ = self._make_bag(members)
         self._fit_sample_ = (x[: min(n, 256)], lengths[: min(n, 256)])

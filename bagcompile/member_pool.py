@@ -1,4 +1,5 @@
-"""Train the bag's members one after another or in worker processes, keeping finished ones.
+"""Train the bag's members one after another, in worker processes, or as Ray tasks, keeping
+finished ones.
 
 Workers are separate processes (``spawn``) with one torch thread each: small LSTMs do not
 scale with intra-op threads, but independent members do scale with cores. Each worker receives
@@ -49,9 +50,54 @@ def _train_in_worker(k: int, spec: MemberSpec, in_bag, out_of_bag, seed: int, co
     return k, {name: t.numpy().copy() for name, t in member.state_dict().items()}, history
 
 
+def _train_on_ray(data: MemberData, k: int, spec: MemberSpec, in_bag, out_of_bag, seed: int,
+                  config: TrainConfig, threads: int):
+    torch.set_num_threads(threads)
+    member, history = train_member(spec, data, in_bag, out_of_bag, seed, config)
+    return k, {name: t.numpy().copy() for name, t in member.state_dict().items()}, history
+
+
+def _member_from_state(spec: MemberSpec, state: dict) -> LSTMMember:
+    member = LSTMMember(spec)
+    # Ray hands back read-only arrays (zero-copy from its object store): copy before torch owns them.
+    member.load_state_dict({name: torch.from_numpy(np.array(v)) for name, v in state.items()})
+    return member.eval()
+
+
+def _run_on_ray(spec, data, config, seeds, draws, pending, address, threads, finish, say) -> None:
+    """Members as Ray tasks: the training data goes to the object store once, each task gets a
+    reference plus its seed and indices, and sends back numpy weights."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("backend='ray' needs Ray: pip install 'bagcompile[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=threads)(_train_on_ray)
+        data_ref = ray.put(data)
+        refs = [task.remote(data_ref, k, spec, draws[k].in_bag, draws[k].out_of_bag, seeds[k], config, threads)
+                for k in pending]
+        say(f"training {len(pending)} members as Ray tasks", len(seeds) - len(pending), len(seeds))
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            k, state, history = ray.get(done[0])
+            finish(k, _member_from_state(spec, state), history)
+    except BaseException:
+        if ray.is_initialized():
+            for ref in locals().get("refs", []):
+                ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds, draws, *, n_jobs: int = 1,
                   threads_per_member: int | None = None, checkpoint_dir=None, fingerprint: str = "",
-                  progress=None) -> tuple[list[LSTMMember], list[dict]]:
+                  progress=None, backend: str = "local", ray_address: str | None = None
+                  ) -> tuple[list[LSTMMember], list[dict]]:
     n = len(seeds)
     members: list = [None] * n
     histories: list = [None] * n
@@ -76,6 +122,10 @@ def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds
                 say(f"member {k + 1}/{n}: checkpoint is from other data or settings; retraining", k, n)
     pending = [k for k in range(n) if members[k] is None]
 
+    if backend == "ray":
+        if pending:
+            _run_on_ray(spec, data, config, seeds, draws, pending, ray_address, threads_per_member or 1, finish, say)
+        return members, histories
     if n_jobs <= 1 or len(pending) <= 1:
         with torch_threads(threads_per_member):
             for k in pending:
@@ -96,9 +146,7 @@ def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     k, state, history = future.result()
-                    member = LSTMMember(spec)
-                    member.load_state_dict({name: torch.from_numpy(np.asarray(v)) for name, v in state.items()})
-                    finish(k, member.eval(), history)
+                    finish(k, _member_from_state(spec, state), history)
         except BrokenProcessPool:
             raise RuntimeError("a training worker process died (out of memory, or started from a script "
                                "without `if __name__ == '__main__':` around fit with n_jobs > 1); finished "
