@@ -1,6 +1,7 @@
 """Train a recipe into a run directory, score it, and export a run: the steps behind the CLI."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from .estimators import (
 )
 from .persistence import RunFormatError, load_run
 from .recipes import Recipe
+from .report import SOURCE_FILE, recipe_source
 
 VERIFY_FILE = "verify.safetensors"
 VERIFY_ROWS = 512
@@ -63,6 +65,7 @@ def train_recipe(recipe: Recipe, run_dir, progress=None, **overrides):
     est.fit(X, y, **fit_args)
     est.bag_.scores = evaluate(est, recipe)
     est.save(run_dir)
+    atomic_write_bytes(run_dir / SOURCE_FILE, json.dumps(recipe_source(recipe), indent=1).encode())  # for reports
     x, lengths = as_padded(recipe.test[0][:VERIFY_ROWS], est.n_features_in_)
     atomic_write_bytes(run_dir / VERIFY_FILE, save_numpy_bytes({"x": x, "lengths": lengths}))
     return est
