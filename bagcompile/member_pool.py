@@ -2,7 +2,8 @@
 finished ones.
 
 Workers are separate processes (``spawn``) with one torch thread each: small LSTMs do not
-scale with intra-op threads, but independent members do scale with cores. Each worker receives
+scale with intra-op threads, but independent members do scale with cores. With ``n_jobs`` = n
+the calling process is one of the n workers. Each worker receives
 the prepared training data once (at start-up) and then only a member's seed and sample indices;
 it sends back the member's weights as numpy arrays. Finished members are checkpointed by the
 parent as they arrive, so an interrupt loses only the members still training.
@@ -23,6 +24,7 @@ from .persistence import load_member, save_member
 from .training import MemberData, TrainConfig, train_member
 
 _worker_data: MemberData | None = None
+PARENT_TRAINS = True  # with n_jobs > 1, the calling process trains queued members too
 
 
 @contextlib.contextmanager
@@ -129,30 +131,56 @@ def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds
     if n_jobs <= 1 or len(pending) <= 1:
         with torch_threads(threads_per_member):
             for k in pending:
-                on_epoch = lambda e, loss, k=k: say(f"member {k + 1}/{n} epoch {e + 1} loss {loss:.4f}", k, n)
-                member, history = train_member(spec, data, draws[k].in_bag, draws[k].out_of_bag, seeds[k],
-                                               config, on_epoch)
-                finish(k, member, history)
+                _train_here(k, spec, data, config, seeds, draws, finish, say)
         return members, histories
 
+    # n_jobs - 1 worker processes, and this process is the n-th worker. Each worker holds one
+    # member at a time (the next is handed over when it finishes); this process trains the rest
+    # from the back of the queue instead of waiting, so training starts before the workers'
+    # start-up (~2 s of importing torch) and no member waits in a busy worker's queue.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(pending)), mp_context=context,
+    workers = min(n_jobs, len(pending)) - (1 if PARENT_TRAINS else 0)
+    queue = list(pending)
+    running: dict = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_init_worker, initargs=(data, threads_per_member or 1)) as pool:
-        futures = {pool.submit(_train_in_worker, k, spec, draws[k].in_bag, draws[k].out_of_bag, seeds[k], config)
-                   for k in pending}
-        say(f"training {len(pending)} members in {min(n_jobs, len(pending))} worker processes", n - len(pending), n)
+        def hand_out():
+            while queue and len(running) < workers:
+                k = queue.pop(0)
+                running[pool.submit(_train_in_worker, k, spec, draws[k].in_bag, draws[k].out_of_bag,
+                                    seeds[k], config)] = k
+
+        def collect(timeout):
+            finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del running[future]
+                k, state, history = future.result()
+                finish(k, _member_from_state(spec, state), history)
+
+        say(f"training {len(pending)} members in {min(n_jobs, len(pending))} processes", n - len(pending), n)
         try:
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    k, state, history = future.result()
-                    finish(k, _member_from_state(spec, state), history)
+            with torch_threads(threads_per_member or 1):
+                hand_out()
+                while queue or running:
+                    if queue and PARENT_TRAINS:
+                        _train_here(queue.pop(), spec, data, config, seeds, draws, finish, say)
+                        collect(timeout=0)
+                    else:
+                        collect(timeout=None)
+                    hand_out()
         except BrokenProcessPool:
             raise RuntimeError("a training worker process died (out of memory, or started from a script "
                                "without `if __name__ == '__main__':` around fit with n_jobs > 1); finished "
                                "members are kept in the checkpoint directory") from None
         except BaseException:
-            for future in futures:
+            for future in running:
                 future.cancel()
             raise
     return members, histories
+
+
+def _train_here(k, spec, data, config, seeds, draws, finish, say) -> None:
+    n = len(seeds)
+    on_epoch = lambda e, loss: say(f"member {k + 1}/{n} epoch {e + 1} loss {loss:.4f}", k, n)
+    member, history = train_member(spec, data, draws[k].in_bag, draws[k].out_of_bag, seeds[k], config, on_epoch)
+    finish(k, member, history)

@@ -423,3 +423,29 @@ def test_bad_parameters_raise_before_training(jv_small, no_training):
 def test_predict_before_fit():
     with pytest.raises(RuntimeError, match="not fitted"):
         BaggedLSTMClassifier().predict(np.zeros((1, 5, 12), np.float32))
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_member_reads_last_valid_step_without_packing(num_layers):
+    """Unidirectional members run the padded batch and gather each row's last valid step: the
+    same numbers as packing the batch (the usual recipe), whatever the padding holds."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from bagcompile.members import LSTMMember
+
+    X, _ = load_japanese_vowels("train")
+    rows = X[:40]
+    lengths = torch.tensor([len(r) for r in rows])
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(40, int(lengths.max()) + 5, 12)).astype(np.float32) * 1e3)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))  # garbage after each row
+    torch.manual_seed(num_layers)
+    member = LSTMMember(MemberSpec(12, 16, num_layers, False, 0.0, 3)).eval()
+    with torch.no_grad():
+        _, (h_n, _) = member.lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        packed = member.head(h_n[-1])
+        gathered = member(x, lengths)
+        alone = torch.cat([member(x[i:i + 1, :lengths[i]]) for i in range(len(rows))])
+    assert gathered.shape == (40, 3)
+    assert torch.allclose(gathered, packed, rtol=1e-5, atol=1e-6), float((gathered - packed).abs().max())
+    assert torch.allclose(gathered, alone, rtol=1e-5, atol=1e-6)
