@@ -89,20 +89,28 @@ def cli():
               help="Where members train: this machine (default) or a Ray cluster (pip install 'bagcompile[ray]').")
 @click.option("--address", "ray_address", default=None,
               help="Ray cluster address for --backend ray (default: start a local Ray instance).")
-@click.option("--target", help="CSV only: the column to forecast.")
-@click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV only: steps the model reads.")
-@click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV only: steps to forecast.")
-@click.option("--stride", type=click.IntRange(1), default=1, show_default=True, help="CSV only: step between training windows.")
-def train(source, run_dir, target, input_length, horizon, stride, **params):
-    """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1) or a time-series CSV.
+@click.option("--target", help="CSV forecasting: the column to forecast.")
+@click.option("--sequence-column", help="CSV classification: the column whose value groups rows into sequences.")
+@click.option("--label-column", help="CSV classification: the column holding each sequence's class.")
+@click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV forecasting: steps the model reads.")
+@click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV forecasting: steps to forecast.")
+@click.option("--stride", type=click.IntRange(1), default=1, show_default=True, help="CSV forecasting: step between training windows.")
+def train(source, run_dir, target, sequence_column, label_column, input_length, horizon, stride, **params):
+    """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1) or a CSV.
 
-    A CSV (header row; a leading date column is skipped) is split in time order 70/10/20 into
-    train/validation/test; windows of --input-length steps of every column forecast the next
-    --horizon values of --target. Scores on the held-out parts are printed and saved with the run.
+    \b
+    Forecasting CSV (--target COL): one multivariate series, header row, a leading date
+      column skipped; split in time order 70/10/20 into train/validation/test; windows of
+      --input-length steps of every column forecast the next --horizon values of COL.
+    Classification CSV (--sequence-column ID --label-column LABEL): one row per time step,
+      rows of a sequence contiguous, every other column a feature; each class's sequences are
+      split 70/10/20 in file order (earliest to training, latest to test).
+
+    Scores on the held-out parts are printed and saved with the run.
     """
     from .workflow import train_recipe
 
-    recipe = _recipe(source, target, input_length, horizon, stride)
+    recipe = _recipe(source, target, sequence_column, label_column, input_length, horizon, stride)
     progress = _Progress()
     try:
         est = _run_friendly(train_recipe, recipe, run_dir, progress=progress, **params)
@@ -112,18 +120,28 @@ def train(source, run_dir, target, input_length, horizon, stride, **params):
     click.echo(json.dumps(est.bag_.scores, indent=1))
 
 
-def _recipe(source, target, input_length, horizon, stride):
+def _recipe(source, target, sequence_column, label_column, input_length, horizon, stride):
     from . import recipes
 
+    classify = sequence_column is not None or label_column is not None
     if source in recipes.BUNDLED:
-        if target:
-            raise InputError(f"--target is for CSV sources; {source} has its own target")
+        if target or classify:
+            option = "--target" if target else "--sequence-column/--label-column"
+            raise InputError(f"{option} is for CSV sources; {source} has its own target")
         return recipes.BUNDLED[source]()
     if not Path(source).is_file():
         raise InputError(f"SOURCE {source!r} is neither a bundled data set "
                          f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file")
+    if classify:
+        if target:
+            raise InputError("use --target (forecasting) or --sequence-column with --label-column "
+                             "(classification), not both")
+        if sequence_column is None or label_column is None:
+            raise InputError("CSV classification needs both --sequence-column and --label-column")
+        return _run_friendly(recipes.csv_classification, source, sequence_column, label_column)
     if not target:
-        raise InputError("a CSV needs --target COLUMN (the column to forecast)")
+        raise InputError("a CSV needs --target COLUMN (forecasting) or --sequence-column ID "
+                         "--label-column LABEL (classification)")
     return _run_friendly(recipes.csv_forecast, source, target, input_length, horizon, stride)
 
 

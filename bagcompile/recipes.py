@@ -21,6 +21,7 @@ class Recipe:
     target_names: list[str] | None = None
     target_scale: float | None = None            # training std used to standardise reported MSE
     baselines: dict = field(default_factory=dict)
+    source_options: dict = field(default_factory=dict)  # what rebuilds a CSV source (source.json)
 
 
 def japanese_vowels() -> Recipe:
@@ -88,6 +89,35 @@ def csv_forecast(path, target, input_length, horizon, stride=1, features=None,
         borders.pop("validation")
     return forecast_recipe(str(path), values, list(columns), target, input_length, horizon, stride,
                            borders, features)
+
+
+def csv_classification(path, sequence_column, label_column, features=None,
+                       fractions=(0.7, 0.1, 0.2)) -> Recipe:
+    """A user's CSV of labelled sequences (see ``datasets.load_csv_sequences``). Each class's
+    sequences are split in file order by ``fractions``: the earliest go to training, the latest
+    to test, so a file in time order never trains on what it tests, and every class appears in
+    each part it has enough sequences for (a class needs >= 1 training sequence)."""
+    X, y, names, _ = datasets.load_csv_sequences(path, sequence_column, label_column, features)
+    parts = {"train": [], "validation": [], "test": []}
+    for label in dict.fromkeys(y.tolist()):  # classes in order of first appearance
+        rows = np.flatnonzero(y == label)
+        a = max(1, round(len(rows) * fractions[0]))
+        b = max(a, round(len(rows) * (fractions[0] + fractions[1])))
+        for part, chosen in zip(parts, (rows[:a], rows[a:b], rows[b:])):
+            parts[part].extend(chosen.tolist())
+    if len(set(y.tolist())) < 2:
+        raise ValueError(f"{path}: column {label_column!r} has one class only ({y[0]!r}); "
+                         "classification needs at least 2")
+    if not parts["test"]:
+        raise ValueError(f"{path}: too few sequences ({len(X)}) to hold any out for testing")
+    def take(part):
+        rows = sorted(parts[part])
+        return [X[i] for i in rows], y[rows]
+    return Recipe(str(path), "classification", names, take("train"),
+                  take("validation") if parts["validation"] else None, take("test"),
+                  params={"hidden_size": 32, "n_members": 10},
+                  source_options={"sequence_column": sequence_column, "label_column": label_column,
+                                  "features": names})
 
 
 BUNDLED = {"japanese_vowels": japanese_vowels, "etth1": etth1}

@@ -55,6 +55,7 @@ def recipe_source(recipe: Recipe) -> dict:
                       horizon=int(y.reshape(len(y), -1).shape[1]),
                       stride=int(spans[1, 0] - spans[0, 0]) if len(spans) > 1 else 1,
                       features=[recipe.feature_names[i] for i in indices])
+    source.update(recipe.source_options)
     if recipe.name not in recipes.BUNDLED and Path(recipe.name).is_file():
         source["path"] = str(Path(recipe.name).resolve())
     return source
@@ -71,8 +72,12 @@ def recipe_from_source(source: dict) -> Recipe:
         if not Path(source["path"]).is_file():
             raise FileNotFoundError(f"the run's training data {source['path']} is gone; the report "
                                     "needs it (from Python: write_report(run_dir, recipe=...))")
-        recipe = recipes.csv_forecast(source["path"], source["target"], source["input_length"],
-                                      source["horizon"], source["stride"], source.get("features"))
+        if source["task"] == "classification":
+            recipe = recipes.csv_classification(source["path"], source["sequence_column"],
+                                                source["label_column"], source.get("features"))
+        else:
+            recipe = recipes.csv_forecast(source["path"], source["target"], source["input_length"],
+                                          source["horizon"], source["stride"], source.get("features"))
     else:
         raise ValueError(f"cannot rebuild the run's data source {name!r} (not a bundled data set or "
                          "a CSV file); from Python: write_report(run_dir, recipe=...)")

@@ -120,6 +120,70 @@ def load_csv_series(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.n
     return out, names
 
 
+def load_csv_sequences(path, sequence_column: str, label_column: str,
+                       columns: Optional[Sequence[str]] = None):
+    """Read labelled sequences from a CSV with a header row: one row per time step, rows of one
+    sequence contiguous, grouped by ``sequence_column``; ``label_column`` holds the sequence's class
+    (the same on each of its rows). Features: ``columns``, or every other column (numeric).
+
+    Returns (sequences: list of float32 (T_i, F), labels (N,), feature names, sequence ids), in
+    the file's order. Labels are int64 when every label is an integer, else strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"CSV file not found: {path}")
+    with open(path, newline="") as f:
+        rows = [(line, r) for line, r in enumerate(csv.reader(f), 1) if any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise ValueError(f"CSV file {path} has no data rows")
+    header = [h.strip() for h in rows[0][1]]
+    for option, name in (("--sequence-column", sequence_column), ("--label-column", label_column)):
+        if name not in header:
+            raise ValueError(f"{option} {name!r} is not in {path}; columns: {', '.join(header)}")
+    if sequence_column == label_column:
+        raise ValueError("the sequence and label columns must differ")
+    names = [h for h in header if h not in (sequence_column, label_column)] if columns is None else list(columns)
+    missing = [c for c in names if c not in header]
+    if missing or not names:
+        raise ValueError(f"{path}: feature column(s) {', '.join(map(repr, missing)) or '(none)'} not found; "
+                         f"columns: {', '.join(header)}")
+    idx, s_idx, l_idx = [header.index(c) for c in names], header.index(sequence_column), header.index(label_column)
+    sequences, labels, ids, steps = [], [], [], []
+    for line, r in rows[1:]:
+        if len(r) != len(header):
+            raise ValueError(f"{path} line {line}: {len(r)} cells, the header has {len(header)}")
+        key, label = r[s_idx].strip(), r[l_idx].strip()
+        if not ids or key != ids[-1]:
+            if key in ids:
+                raise ValueError(f"{path} line {line}: rows of sequence {key!r} are not contiguous; "
+                                 f"sort the file by {sequence_column!r}")
+            if steps:
+                sequences.append(np.asarray(steps, dtype=np.float32))
+            ids.append(key)
+            labels.append(label)
+            steps = []
+        elif label != labels[-1]:
+            raise ValueError(f"{path} line {line}: sequence {key!r} changes label from {labels[-1]!r} "
+                             f"to {label!r}; a sequence has one label")
+        steps.append([_csv_number(r[k], path, line, header[k]) for k in idx])
+    sequences.append(np.asarray(steps, dtype=np.float32))
+    try:
+        label_array = np.asarray([int(v) for v in labels], dtype=np.int64)
+    except ValueError:
+        label_array = np.asarray(labels)
+    return sequences, label_array, names, ids
+
+
+def _csv_number(cell: str, path, line: int, column: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"CSV file {path}: non-numeric value {cell!r} at file line {line}, column {column!r}")
+    return value
+
+
 def make_forecast_windows(values, input_length: int, horizon: int, target_index: int,
                           start: int, stop: int, stride: int = 1,
                           lookback_from: Optional[int] = None):
