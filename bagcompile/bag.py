@@ -160,6 +160,11 @@ def member_outputs(bag: Bag, x: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     """(members, batch, outputs): probabilities (classification) or raw-unit predictions."""
     xs = member_inputs(bag.input_transform, x, lengths)
     outs = torch.stack([m.eval()(xs, lengths) for m in bag.members])
+    # A row with NaN/Inf in a valid step the members read gives NaN, as in the compiled graph
+    # (onnxruntime's LSTM kernel would turn it into finite numbers, and an Inf can saturate
+    # PyTorch's gates into finite ones: neither means anything).
+    valid = torch.arange(xs.shape[1])[None, :, None] < lengths.reshape(-1, 1, 1)
+    outs = outs + (torch.where(valid, xs, torch.zeros(())) * 0).sum((1, 2))[None, :, None]
     if bag.task == "classification":
         return torch.softmax(outs, dim=-1)
     t = bag.target_transform

@@ -5,9 +5,11 @@ and logs to stderr. Bad input ends with one line on stderr and a non-zero exit, 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -45,8 +47,8 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.last = ""
 
-    def __call__(self, message: str, done: int, total: int):
-        line = f"[{done}/{total}] {message}"
+    def __call__(self, message: str, done: int, total: int | None):
+        line = message if total is None else f"[{done}/{total}] {message}"  # None: total unknown
         if self.tty:
             click.echo("\r" + line.ljust(len(self.last)), err=True, nl=False)
         elif any(word in message for word in ("done", "kept", "training", "scored")):
@@ -58,7 +60,45 @@ class _Progress:
             click.echo(err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Python warnings (e.g. samples in every member's bag) as one 'Warning: ...' line on stderr,
+    without the source line Python's default display adds."""
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"Warning: {message}", err=True)
+        yield
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _OneLineErrors(click.Group):
+    """click's standalone mode, except that a usage error is one ``Error: ...`` line naming the
+    command's ``--help`` (click prints the usage block and a hint first)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            with _one_line_warnings():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as error:  # bare `bagcompile`: click shows the help text
+            error.show()
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            path = error.ctx.command_path if error.ctx is not None else (prog_name or "bagcompile")
+            click.echo(f"Error: {error.format_message()} (see '{path} --help')", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bagcompile")
 def cli():
     """Train bagged LSTM ensembles, compile each bag into ONE ONNX file, and run it anywhere.
@@ -76,15 +116,16 @@ def cli():
 @click.argument("source")
 @click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run directory to write (weights, config, bootstrap indices). Re-running into the "
-                   "same directory resumes: finished members are kept.")
-@click.option("--members", "n_members", type=click.IntRange(1, 1024), help="Number of bag members.")
-@click.option("--hidden", "hidden_size", type=click.IntRange(1, 4096), help="LSTM hidden size.")
-@click.option("--layers", "num_layers", type=click.IntRange(1, 16), help="LSTM layers per member.")
-@click.option("--bidirectional/--unidirectional", default=None, help="Direction of every LSTM layer.")
-@click.option("--epochs", "max_epochs", type=click.IntRange(1), help="Maximum epochs per member (early stopping on out-of-bag loss).")
-@click.option("--batch-size", type=click.IntRange(1), help="Training mini-batch size.")
+                   "same directory resumes: finished members are kept, also when --members grows.")
+@click.option("--members", "n_members", type=click.IntRange(1, 1024), help="Number of bag members (default 10).")
+@click.option("--hidden", "hidden_size", type=click.IntRange(1, 4096), help="LSTM hidden size (default 32).")
+@click.option("--layers", "num_layers", type=click.IntRange(1, 16), help="LSTM layers per member (default 1).")
+@click.option("--bidirectional/--unidirectional", default=None, help="Direction of every LSTM layer (default unidirectional).")
+@click.option("--epochs", "max_epochs", type=click.IntRange(1),
+              help="Maximum epochs per member (default 60; each member stops early on its out-of-bag loss).")
+@click.option("--batch-size", type=click.IntRange(1), help="Training mini-batch size (default 32).")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True, help="Seed: same seed, same bag.")
-@click.option("--jobs", "n_jobs", type=click.IntRange(1), help="Train members in this many worker processes (one torch thread each).")
+@click.option("--jobs", "n_jobs", type=click.IntRange(1), help="Train members in this many processes, one torch thread each (default 1: one process, torch's threads).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
               help="Where members train: this machine (default) or a Ray cluster (pip install 'bagcompile[ray]').")
 @click.option("--address", "ray_address", default=None,
@@ -92,16 +133,23 @@ def cli():
 @click.option("--target", help="CSV forecasting: the column to forecast.")
 @click.option("--sequence-column", help="CSV classification: the column whose value groups rows into sequences.")
 @click.option("--label-column", help="CSV classification: the column holding each sequence's class.")
-@click.option("--input-length", type=click.IntRange(1), default=96, show_default=True, help="CSV forecasting: steps the model reads.")
-@click.option("--horizon", type=click.IntRange(1), default=24, show_default=True, help="CSV forecasting: steps to forecast.")
-@click.option("--stride", type=click.IntRange(1), default=1, show_default=True, help="CSV forecasting: step between training windows.")
-def train(source, run_dir, target, sequence_column, label_column, input_length, horizon, stride, **params):
+@click.option("--features", callback=lambda ctx, param, value: _column_list(value), metavar="COLS",
+              help="CSV: comma list of columns. Forecasting: the columns the members read (default: "
+                   "the target only; the model still takes every column). Classification: the "
+                   "columns the model takes (default: all but the sequence and label columns).")
+@click.option("--input-length", type=click.IntRange(1), help="Forecasting (etth1 or a CSV): steps the model reads (default 96).")
+@click.option("--horizon", type=click.IntRange(1), help="Forecasting: steps to forecast (default 24).")
+@click.option("--stride", type=click.IntRange(1),
+              help="Forecasting: step between training windows (default 1 for a CSV, 4 for etth1).")
+def train(source, run_dir, target, sequence_column, label_column, features, input_length, horizon, stride,
+          **params):
     """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1) or a CSV.
 
     \b
     Forecasting CSV (--target COL): one multivariate series, header row, a leading date
       column skipped; split in time order 70/10/20 into train/validation/test; windows of
-      --input-length steps of every column forecast the next --horizon values of COL.
+      --input-length steps forecast the next --horizon values of COL. The members read COL
+      (level-free: relative to each window's last value) unless --features names more.
     Classification CSV (--sequence-column ID --label-column LABEL): one row per time step,
       rows of a sequence contiguous, every other column a feature; each class's sequences are
       split 70/10/20 in file order (earliest to training, latest to test).
@@ -110,7 +158,8 @@ def train(source, run_dir, target, sequence_column, label_column, input_length, 
     """
     from .workflow import train_recipe
 
-    recipe = _recipe(source, target, sequence_column, label_column, input_length, horizon, stride)
+    window = {"input_length": input_length, "horizon": horizon, "stride": stride}
+    recipe = _recipe(source, target, sequence_column, label_column, features, window)
     progress = _Progress()
     try:
         est = _run_friendly(train_recipe, recipe, run_dir, progress=progress, **params)
@@ -120,15 +169,20 @@ def train(source, run_dir, target, sequence_column, label_column, input_length, 
     click.echo(json.dumps(est.bag_.scores, indent=1))
 
 
-def _recipe(source, target, sequence_column, label_column, input_length, horizon, stride):
+def _recipe(source, target, sequence_column, label_column, features, window):
     from . import recipes
 
     classify = sequence_column is not None or label_column is not None
+    given = [f"--{name.replace('_', '-')}" for name, value in window.items() if value is not None]
     if source in recipes.BUNDLED:
-        if target or classify:
-            option = "--target" if target else "--sequence-column/--label-column"
+        if target or classify or (features and source != "etth1"):
+            option = "--target" if target else "--features" if not classify else "--sequence-column/--label-column"
             raise InputError(f"{option} is for CSV sources; {source} has its own target")
-        return recipes.BUNDLED[source]()
+        if given and source != "etth1":
+            raise InputError(f"{'/'.join(given)} is for forecasting (etth1 or a CSV with --target); "
+                             f"{source} is a classification data set")
+        windowing = {k: v for k, v in window.items() if v is not None}
+        return _run_friendly(recipes.BUNDLED[source], **windowing, **({"features": features} if features else {}))
     if not Path(source).is_file():
         raise InputError(f"SOURCE {source!r} is neither a bundled data set "
                          f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file")
@@ -138,11 +192,24 @@ def _recipe(source, target, sequence_column, label_column, input_length, horizon
                              "(classification), not both")
         if sequence_column is None or label_column is None:
             raise InputError("CSV classification needs both --sequence-column and --label-column")
-        return _run_friendly(recipes.csv_classification, source, sequence_column, label_column)
+        if given:
+            raise InputError(f"{'/'.join(given)} is for forecasting (--target); classification reads "
+                             "whole sequences")
+        return _run_friendly(recipes.csv_classification, source, sequence_column, label_column, features)
     if not target:
         raise InputError("a CSV needs --target COLUMN (forecasting) or --sequence-column ID "
                          "--label-column LABEL (classification)")
-    return _run_friendly(recipes.csv_forecast, source, target, input_length, horizon, stride)
+    return _run_friendly(recipes.csv_forecast, source, target, window["input_length"] or 96,
+                         window["horizon"] or 24, window["stride"] or 1, features)
+
+
+def _column_list(value):
+    if value is None:
+        return None
+    names = [c.strip() for c in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"expected a comma list of column names, got {value!r}", param_hint="--features")
+    return names
 
 
 def _run_friendly(fn, *args, **kwargs):
@@ -205,8 +272,10 @@ def _variants(value):
 @click.option("--providers", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--chunk-size", type=click.IntRange(1), default=1024, show_default=True,
               help="Sequences scored at a time; memory is bounded by the chunk, not the file.")
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Score rows with NaN/Inf inputs (their outputs are NaN) instead of stopping.")
 @friendly_errors
-def predict(model, input_path, output, sequence_column, window, providers, chunk_size):
+def predict(model, input_path, output, sequence_column, window, providers, chunk_size, allow_nonfinite):
     """Run MODEL on INPUT (NPZ or CSV) and write predictions as CSV.
 
     \b
@@ -216,17 +285,27 @@ def predict(model, input_path, output, sequence_column, window, providers, chunk
          --sequence-column groups rows into sequences; --window N makes one sequence per
          window of N consecutive rows; otherwise the whole file is one sequence.
          The CSV is streamed: rows of one sequence must be contiguous.
+
+    \b
+    Output: one row per sequence; 'id' is the NPZ row, the --sequence-column value, the
+    0-based data row a --window ends on, or 0 for a whole-file sequence. Classification:
+    label and p_CLASS columns; regression: each target and its members' std (TARGET_std).
     """
     from bagcompile_runtime import EnsembleSession
 
     from .predict_io import iter_chunks, predict_to_csv
 
-    session = EnsembleSession(model, providers=providers)
-    chunks = iter_chunks(input_path, session.feature_names, sequence_column, window, chunk_size)
+    from bagcompile_runtime import InvalidInputError
+
+    session = EnsembleSession(model, providers=providers, allow_nonfinite=allow_nonfinite)
+    chunks = iter_chunks(input_path, session.feature_names, sequence_column, window, chunk_size,
+                         allow_nonfinite)
     progress = _Progress()
     try:
         total = predict_to_csv(session, chunks, output,
-                               on_chunk=lambda n: progress(f"{n} sequences scored", n, n))
+                               on_chunk=lambda n: progress(f"{n} sequences scored", n, None))
+    except InvalidInputError as error:  # the runtime's advice names its keyword; give the flag
+        raise click.ClickException(str(error).replace("allow_nonfinite=True", "--allow-nonfinite")) from None
     finally:
         progress.close()
     click.echo(f"wrote {total} predictions to {output} (providers: {', '.join(session.providers)})")

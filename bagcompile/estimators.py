@@ -156,8 +156,11 @@ class _BaggedLSTM:
         digest = hashlib.sha256()
         for array in (x, lengths, targets):
             digest.update(np.ascontiguousarray(array).tobytes())
-        # How members are scheduled does not change what is trained.
-        params = {k: v for k, v in self.get_params().items() if k not in ("n_jobs", "backend", "ray_address")}
+        # How members are scheduled does not change what is trained, nor does the bag's size:
+        # member k's seed is the k-th draw whatever n_members is, so a bag can grow (or shrink)
+        # keeping the members it has (the checkpoint also records each member's seed).
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("n_jobs", "backend", "ray_address", "n_members")}
         digest.update(json.dumps(params, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:16]
 

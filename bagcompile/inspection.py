@@ -20,10 +20,16 @@ def model_precision(model) -> str:
     return "fp32"
 
 
+ORT_FILE_ID = b"ORTM"  # the flatbuffer file identifier of onnxruntime's ORT format (bytes 4-8)
+
+
 def describe(path) -> str:
     import onnx
 
     path = Path(path)
+    with open(path, "rb") as handle:
+        if handle.read(8)[4:] == ORT_FILE_ID:
+            return _describe_ort(path)
     try:
         model = onnx.load(str(path))
     except Exception as error:  # protobuf raises its own DecodeError, unrelated to ValueError
@@ -51,14 +57,52 @@ def describe(path) -> str:
     lines += [f"  {v.name}: {dtype(v)} {shape(v)}" for v in model.graph.output]
     lines.append(f"precision: {model_precision(model)}")
     lines.append(f"nodes: {len(model.graph.node)} (" + ", ".join(f"{k} {v}" for k, v in ops.most_common()) + ")")
-    members = json.loads(meta.get("members", "[]"))
-    lines.append(f"members: {meta.get('n_members')}")
-    for k, m in enumerate(members):
+    return "\n".join(lines + _members_and_metadata(meta))
+
+
+def _members_and_metadata(meta: dict) -> list[str]:
+    lines = [f"members: {meta.get('n_members')}"]
+    for k, m in enumerate(json.loads(meta.get("members", "[]"))):
         lines.append(f"  {k}: LSTM {m['input_size']}->{m['hidden_size']} x{m['num_layers']} "
                      f"{'bidirectional' if m['bidirectional'] else 'unidirectional'} -> {m['output_size']}")
     lines.append("metadata:")
     lines += [f"  {k}: {v}" for k, v in sorted(meta.items()) if k != "members"]
-    return "\n".join(lines)
+    return lines
+
+
+def _describe_ort(path: Path) -> str:
+    """An ORT-format file: onnx cannot parse it, so read what onnxruntime exposes of it."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's errors share no useful base class
+        raise ValueError(f"{path} is not a loadable ORT-format file ({str(error).splitlines()[0][:200]})") from None
+    model_meta = session.get_modelmeta()
+    meta = dict(model_meta.custom_metadata_map)
+    if "bagcompile_format" not in meta:
+        raise ValueError(f"{path} is an ORT-format model but not a bagcompile ensemble "
+                         "(no 'bagcompile_format' metadata)")
+
+    def shape(arg):
+        return "[" + ", ".join(str(d) for d in arg.shape) + "]"
+
+    def dtype(arg):
+        return arg.type.replace("tensor(", "").rstrip(")")
+
+    lines = [f"file: {path} ({path.stat().st_size / 1024:.1f} KiB)",
+             f"format: ORT (onnxruntime's flatbuffer format, for its minimal builds); producer: "
+             f"{model_meta.producer_name} {meta.get('producer_version', '')}".rstrip(),
+             "inputs:"]
+    lines += [f"  {a.name}: {dtype(a)} {shape(a)}" for a in session.get_inputs()]
+    lines.append("outputs:")
+    lines += [f"  {a.name}: {dtype(a)} {shape(a)}" for a in session.get_outputs()]
+    operators = path.with_suffix(".required_operators.config")
+    if operators.is_file():  # "domain;opset;Op,Op" lines, written beside it by export --variants ort
+        lines.append(f"operators ({operators.name}):")
+        lines += [f"  {'  '.join(line.split(';', 2))}" for line in operators.read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+    return "\n".join(lines + _members_and_metadata(meta))
 
 
 def benchmark(path, batches, length=None, threads=None, repeats=30):

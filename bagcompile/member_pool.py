@@ -117,11 +117,12 @@ def train_members(spec: MemberSpec, data: MemberData, config: TrainConfig, seeds
         path = Path(checkpoint_dir) / f"member_{k}.safetensors" if checkpoint_dir else None
         if path is not None and path.is_file():
             member, meta = load_member(path)
-            if meta.get("fingerprint") == fingerprint:
+            kept = sum(m is not None for m in members)
+            if meta.get("fingerprint") == fingerprint and meta.get("seed") == seeds[k]:
                 members[k], histories[k] = member, meta["history"]
-                say(f"member {k + 1}/{n}: kept from checkpoint", sum(m is not None for m in members), n)
+                say(f"member {k + 1}/{n}: kept from checkpoint", kept + 1, n)
             else:
-                say(f"member {k + 1}/{n}: checkpoint is from other data or settings; retraining", k, n)
+                say(f"member {k + 1}/{n}: checkpoint is from other data or settings; retraining", kept, n)
     pending = [k for k in range(n) if members[k] is None]
 
     if backend == "ray":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import math
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -20,14 +21,15 @@ from .atomic import atomic_text_writer
 Chunk = tuple[list, "np.ndarray | None", list]  # (sequences, lengths or None, ids)
 
 
-def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, chunk_size: int = 1024) -> Iterator[Chunk]:
+def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, chunk_size: int = 1024,
+                allow_nonfinite: bool = False) -> Iterator[Chunk]:
     path = Path(path)
     if path.suffix.lower() == ".npz":
         yield from _npz_chunks(path, chunk_size)
         return
     if sequence_column is not None and window is not None:
         raise ValueError("use either --sequence-column or --window, not both")
-    sequences = _csv_sequences(path, list(feature_names), sequence_column, window)
+    sequences = _csv_sequences(path, list(feature_names), sequence_column, window, allow_nonfinite)
     batch, ids = [], []
     for seq_id, seq in sequences:
         batch.append(seq)
@@ -40,6 +42,9 @@ def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, ch
 
 
 def _npz_chunks(path: Path, chunk_size: int):
+    if not zipfile.is_zipfile(path):  # else numpy guesses a pickle and suggests allow_pickle
+        raise ValueError(f"{path} is not a usable NPZ file: it is not a zip archive (NPZ is numpy's "
+                         "np.savez format; name a CSV file .csv)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
@@ -58,10 +63,10 @@ def _npz_chunks(path: Path, chunk_size: int):
         yield x[part], None if lengths is None else lengths[part], list(range(len(x)))[part]
 
 
-def _csv_rows(path: Path, feature_names: list[str], group_column: str | None):
+def _csv_rows(path: Path, feature_names: list[str], group_column: str | None, allow_nonfinite: bool = False):
     """(line number, group value or None, float32 feature row) for each non-empty data row."""
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's BOM
+        reader = _decoded(csv.reader(handle), path)
         header = [h.strip() for h in next(reader, [])]
         if not header:
             raise ValueError(f"CSV file {path} is empty")
@@ -85,13 +90,23 @@ def _csv_rows(path: Path, feature_names: list[str], group_column: str | None):
                 except ValueError:
                     raise ValueError(f"{path} line {line}: non-numeric value {row[k]!r} in column "
                                      f"{header[k]!r}") from None
-                if not math.isfinite(values[j]):
-                    raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not finite")
+                if not allow_nonfinite and not math.isfinite(values[j]):
+                    raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not finite "
+                                     "(--allow-nonfinite scores it anyway)")
             yield line, None if group is None else row[group], values
 
 
-def _csv_sequences(path: Path, feature_names, sequence_column, window):
-    rows = _csv_rows(path, feature_names, sequence_column)
+def _decoded(reader, path: Path):
+    """The CSV reader's rows, with a binary file reported as such (not as a codec error)."""
+    try:
+        yield from reader
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text CSV file (it holds binary data; an NPZ file must be "
+                         "named .npz)") from None
+
+
+def _csv_sequences(path: Path, feature_names, sequence_column, window, allow_nonfinite=False):
+    rows = _csv_rows(path, feature_names, sequence_column, allow_nonfinite)
     if window is not None:
         recent = collections.deque(maxlen=window)  # only the current window is held in memory
         count = 0

@@ -57,6 +57,10 @@ def forecast_recipe(name, values, columns, target, input_length, horizon, stride
                                                       stride if split == "train" else 1, back)
     train_rows = values[borders["train"][0]:borders["train"][1], t_idx]
     scale = float(train_rows.std())
+    unknown = [c for c in features or () if c not in columns]
+    if unknown:
+        raise ValueError(f"feature column(s) {', '.join(map(repr, unknown))} not found; columns are "
+                         f"{', '.join(columns)}")
     feature_indices = [t_idx] if features is None else [columns.index(c) for c in features]
     # Baselines see every training window (stride 1), whatever stride the bag trains on.
     X_tr, y_tr, _ = datasets.make_forecast_windows(values, input_length, horizon, t_idx, *borders["train"])
@@ -70,12 +74,13 @@ def forecast_recipe(name, values, columns, target, input_length, horizon, stride
         baselines=_forecast_baselines(X_tr, y_tr, X_te, y_te, t_idx, scale))
 
 
-def etth1(input_length: int = 96, horizon: int = 24, stride: int = 4) -> Recipe:
+def etth1(input_length: int = 96, horizon: int = 24, stride: int = 4, features=None) -> Recipe:
     """ETTh1: the last ``input_length`` hours of all 7 columns -> the next ``horizon`` values of OT.
-    Informer split (12/4/4 months); the members read OT only, level-free, with residual targets."""
+    Informer split (12/4/4 months); the members read OT only (or ``features``), level-free, with
+    residual targets."""
     values, columns, _ = datasets.load_etth1()
     return forecast_recipe("etth1", values, list(columns), "OT", input_length, horizon, stride,
-                           datasets.ETTH1_SPLITS)
+                           datasets.ETTH1_SPLITS, features)
 
 
 def csv_forecast(path, target, input_length, horizon, stride=1, features=None,

@@ -67,7 +67,7 @@ def recipe_from_source(source: dict) -> Recipe:
     if name == "japanese_vowels":
         recipe = recipes.japanese_vowels()
     elif name == "etth1":
-        recipe = recipes.etth1(source["input_length"], source["horizon"], source["stride"])
+        recipe = recipes.etth1(source["input_length"], source["horizon"], source["stride"], source.get("features"))
     elif source.get("path"):
         if not Path(source["path"]).is_file():
             raise FileNotFoundError(f"the run's training data {source['path']} is gone; the report "

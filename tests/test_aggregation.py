@@ -85,3 +85,31 @@ def test_soft_vote_is_mean_of_probabilities_not_softmax_of_mean_logits():
     got = run(bag, x, lengths)
     np.testing.assert_allclose(got["probabilities"], got["members"].mean(0), atol=1e-6)
     np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("form", ["gather", "sequence_lens"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_steps_give_nan_rows_like_pytorch(task, form, bad):
+    """onnxruntime's LSTM kernel turns a NaN/Inf input into finite numbers; PyTorch gives NaN.
+    The graph marks such rows NaN itself, in the valid steps of the columns the members read only."""
+    bag = random_bag(task, n_features=5, n_outputs=3, members=((6, 1, False), (5, 2, True)),
+                     level_free=True, feature_indices=[0, 2, 3],
+                     reference_feature=0 if task == "regression" else None)
+    x, lengths = ragged_batch(bag, 8, 9, lengths=[9, 4, 9, 1, 6, 9, 3, 9])
+    x[1, 0, 2] = bad               # first step of a row of length 4
+    x[2, 8, 3] = bad               # last step of a full row
+    x[3, 0, 0] = bad               # the only step of a length-1 row
+    x[4, 7, :] = np.nan            # padding of a row of length 6: no effect
+    x[5, 4, 1] = bad               # a column the members do not read: no effect
+    got = onnxruntime_outputs(compile_bag(bag, member_outputs=True, form=form).SerializeToString(), x, lengths)
+    expected = bag_forward(bag, x, lengths)
+    main = "probabilities" if task == "classification" else "prediction"
+    bad_rows = [1, 2, 3]
+    assert np.isnan(expected[main][bad_rows]).all()  # what PyTorch does
+    assert np.isnan(got[main][bad_rows]).all() and np.isnan(got["members"][:, bad_rows]).all()
+    good = [0, 4, 5, 6, 7]
+    assert np.isfinite(got[main][good]).all()
+    report = compare_outputs({k: got[k][..., good, :] if k == "members" else got[k][good] for k in expected},
+                             {k: v[..., good, :] if k == "members" else v[good] for k, v in expected.items()})
+    assert report.ok, report

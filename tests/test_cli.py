@@ -284,6 +284,37 @@ def test_train_export_predict_user_csv(tmp_path):
     assert len(rows) == 7
 
 
+def test_train_etth1_windowing_and_csv_features(tmp_path):
+    """Forecasting options reach the bundled ETTh1 recipe and a CSV (no silent defaults)."""
+    run_dir = tmp_path / "e"
+    ok(invoke("train", "etth1", "--out", run_dir, "--input-length", 24, "--horizon", 6, "--stride", 16,
+              *TINY, "--epochs", 1))
+    config = json.loads((run_dir / "bag.json").read_text())
+    assert config["input_length"] == 24 and config["target_names"] == [f"OT+{h}" for h in range(1, 7)]
+    source = json.loads((run_dir / "source.json").read_text())
+    assert (source["input_length"], source["horizon"], source["stride"]) == (24, 6, 16)
+
+    data, run_dir = write_etth1_head(tmp_path / "d.csv", 800), tmp_path / "c"
+    ok(invoke("train", data, "--out", run_dir, "--target", "OT", "--features", "OT, HUFL", "--input-length", 12,
+              "--horizon", 3, *TINY, "--epochs", 1))
+    assert json.loads((run_dir / "bag.json").read_text())["input_transform"]["feature_indices"] == [6, 0]
+    assert json.loads((run_dir / "source.json").read_text())["features"] == ["OT", "HUFL"]
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["japanese_vowels", "--horizon", 5], 2, "--horizon is for forecasting"),
+    (["japanese_vowels", "--features", "lpc_1"], 2, "--features is for CSV sources"),
+    (["CSV", "--target", "OT", "--features", "OT,oil"], 1, "feature column(s) 'oil' not found"),
+    (["CSV", "--target", "OT", "--features", "OT,,HUFL"], 2, "comma list of column names"),
+    (["CSV", "--sequence-column", "date", "--label-column", "OT", "--stride", 2], 2, "--stride is for forecasting"),
+])
+def test_train_options_that_do_not_apply_are_refused(tmp_path, args, code, needle):
+    data = write_etth1_head(tmp_path / "d.csv", 300)
+    args = [data if a == "CSV" else a for a in args]
+    assert_one_line_error(invoke("train", *args, "--out", tmp_path / "r"), code, needle)
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------ bad input: one line, no traceback
 
 
@@ -345,6 +376,55 @@ def test_predict_npz_wrong_feature_count(jv, tmp_path):
     assert not out.exists()
 
 
+def test_predict_nonfinite_input_needs_the_flag(jv, jv_test, tmp_path):
+    _, model = jv
+    x, lengths = pad_sequences(jv_test[0][:5], 12)
+    x[1, 0, 3] = np.nan
+    npz, out = tmp_path / "nan.npz", tmp_path / "out.csv"
+    np.savez(npz, x=x, lengths=lengths)
+    assert_one_line_error(invoke("predict", model, npz, "-o", out), 1, "NaN or Inf (row 1)",
+                          "pass --allow-nonfinite to run anyway")
+    assert not out.exists()
+    ok(invoke("predict", model, npz, "-o", out, "--allow-nonfinite"))
+    _, rows = read_csv(out)
+    assert len(rows) == 5 and all(v == "nan" for v in rows[1][2:])
+    assert all(np.isfinite(float(v)) for r in rows[:1] + rows[2:] for v in r[2:])
+    # CSV: a 'nan' cell is refused with the same advice, and scored with the flag.
+    csv_path = tmp_path / "nan.csv"
+    csv_path.write_text(",".join(JAPANESE_VOWELS_FEATURES) + "\n" + ",".join(["0.5"] * 11 + ["nan"]) + "\n")
+    assert_one_line_error(invoke("predict", model, csv_path, "-o", out), 1, "line 2", "is not finite",
+                          "--allow-nonfinite")
+    ok(invoke("predict", model, csv_path, "-o", out, "--allow-nonfinite"))
+
+
+def test_predict_wrong_file_kinds_say_what_they_are(jv, jv_test, tmp_path):
+    _, model = jv
+    x, lengths = pad_sequences(jv_test[0][:5], 12)
+    np.savez(tmp_path / "real.npz", x=x, lengths=lengths)
+    binary = tmp_path / "data.csv"
+    binary.write_bytes((tmp_path / "real.npz").read_bytes())
+    assert_one_line_error(invoke("predict", model, binary, "-o", tmp_path / "o.csv"), 1,
+                          "is not a text CSV file", "named .npz")
+    text = tmp_path / "data.npz"
+    text.write_text(",".join(JAPANESE_VOWELS_FEATURES) + "\n" + ",".join(["0.5"] * 12) + "\n")
+    line = assert_one_line_error(invoke("predict", model, text, "-o", tmp_path / "o.csv"), 1,
+                                 "not a usable NPZ file", "not a zip archive")
+    assert "pickle" not in line
+    # A spreadsheet's UTF-8 byte-order mark before the header is not part of the first column's name.
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.read_bytes())
+    ok(invoke("predict", model, bom, "-o", tmp_path / "o.csv"))
+
+
+def test_predict_progress_counts_without_a_made_up_total(jv, jv_test, tmp_path):
+    _, model = jv
+    csv_path, out = tmp_path / "seqs.csv", tmp_path / "o.csv"
+    rows = [f"{i}," + ",".join(map(str, frame)) for i, seq in enumerate(jv_test[0][:7]) for frame in seq]
+    csv_path.write_text("seq," + ",".join(JAPANESE_VOWELS_FEATURES) + "\n" + "\n".join(rows) + "\n")
+    result = ok(invoke("predict", model, csv_path, "-o", out, "--sequence-column", "seq", "--chunk-size", 3))
+    assert result.stderr.splitlines() == ["3 sequences scored", "6 sequences scored", "7 sequences scored"]
+
+
 def test_predict_npz_without_x(jv, tmp_path):
     _, model = jv
     npz, out = tmp_path / "bad.npz", tmp_path / "out.csv"
@@ -377,11 +457,12 @@ def test_inspect_onnx_that_is_not_an_ensemble(tmp_path):
 
 
 def test_missing_input_file_is_a_usage_error(jv, tmp_path):
-    """click's own argument checks: exit 2 with its 'Error:' line (after the usage block)."""
-    result = invoke("predict", jv[1], tmp_path / "absent.npz", "-o", tmp_path / "o.csv")
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
-    assert result.stderr.strip().splitlines()[-1].startswith("Error:")
-    assert "does not exist" in result.stderr and "Traceback" not in result.output
+    """click's own argument checks: exit 2, one 'Error:' line that points to the command's help."""
+    assert_one_line_error(invoke("predict", jv[1], tmp_path / "absent.npz", "-o", tmp_path / "o.csv"), 2,
+                          "does not exist", "(see 'cli predict --help')")
+    assert_one_line_error(invoke("train", "japanese_vowels", "--out", tmp_path / "r", "--members", 0), 2,
+                          "'--members': 0 is not in the range")
+    assert_one_line_error(invoke("no-such-command"), 2, "No such command")
 
 
 def test_predict_truncated_npz_is_one_line(jv, tmp_path):

@@ -240,6 +240,37 @@ def test_resume_after_interrupt(small_bag, jv_small, tmp_path):
     assert not any("kept from checkpoint" in m for m in progress.messages)
 
 
+def test_growing_or_shrinking_a_bag_keeps_its_members(small_bag, jv_small, tmp_path):
+    """Member k's seed does not depend on n_members: a bag grown from 3 to 4 members trains only
+    the 4th and equals a 4-member bag trained from scratch; shrinking keeps the first members."""
+    checkpoints = tmp_path / "ckpt"
+    BaggedLSTMClassifier(**SMALL_PARAMS, random_state=0).fit(*jv_small, checkpoint_dir=checkpoints)
+    progress = _Interrupt()
+    grown = BaggedLSTMClassifier(**{**SMALL_PARAMS, "n_members": 4}, random_state=0).fit(
+        *jv_small, checkpoint_dir=checkpoints, progress=progress)
+    kept = [m for m in progress.messages if "kept from checkpoint" in m]
+    assert kept == [f"member {k}/4: kept from checkpoint" for k in (1, 2, 3)]
+    assert not any(m.startswith(("member 1/4 epoch", "member 3/4 epoch")) for m in progress.messages)
+    assert any(m.startswith("member 4/4 epoch") for m in progress.messages)
+    scratch = BaggedLSTMClassifier(**{**SMALL_PARAMS, "n_members": 4}, random_state=0).fit(*jv_small)
+    _assert_same_weights(grown, scratch)
+    _assert_same_draws(grown, scratch)
+    assert grown.oob_score_ == scratch.oob_score_
+
+    progress = _Interrupt()
+    shrunk = BaggedLSTMClassifier(**{**SMALL_PARAMS, "n_members": 2}, random_state=0).fit(
+        *jv_small, checkpoint_dir=checkpoints, progress=progress)
+    assert not any(" epoch " in m for m in progress.messages)
+    for a, b in zip(shrunk.bag_.members, small_bag.bag_.members):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
+    # Another seed draws other members: nothing is reused.
+    progress = _Interrupt()
+    BaggedLSTMClassifier(**SMALL_PARAMS, random_state=1).fit(*jv_small, checkpoint_dir=checkpoints,
+                                                            progress=progress)
+    assert not any("kept from checkpoint" in m for m in progress.messages)
+
+
 # --- bootstrap='none' equals plain training --------------------------------------------------------
 
 def test_bootstrap_none_single_member_equals_train_member(jv_small):

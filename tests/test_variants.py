@@ -240,6 +240,17 @@ def test_cli_export_writes_the_variants(jv, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.ort", f"model{ORT_CONFIG_SUFFIX}"])
 
+    # inspect reads every variant, the ORT-format file through onnxruntime (onnx cannot parse it).
+    for variant, precision in (("fp16", "fp16"), ("int8", "int8-dynamic")):
+        shown = CliRunner().invoke(cli, ["inspect", str(written[variant])])
+        assert shown.exit_code == 0 and f"precision: {precision}" in shown.stdout.splitlines(), shown.output
+    shown = CliRunner().invoke(cli, ["inspect", str(written["ort"])])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[1].startswith("format: ORT") and "  probabilities: float [batch, 9]" in lines
+    assert "  precision: fp32" in lines and "members: 2" in lines
+    assert any(line.startswith("  ai.onnx  ") and "LSTM" in line for line in lines)
+
 
 def test_cli_export_rejects_an_unknown_variant(jv, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(jv["dir"] / "run"), "-o", str(tmp_path / "m.onnx"),

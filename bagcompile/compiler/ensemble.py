@@ -43,6 +43,22 @@ def _emit_inputs(rec: GraphRecorder, bag: Bag, x: str, lengths: str, index: Sequ
     return scaled, raw_last
 
 
+def _emit_nonfinite_rows(rec: GraphRecorder, member_x: str, index: SequenceIndexer) -> str:
+    """(1, batch, 1): 0 for a row whose valid steps the members read are all finite, NaN otherwise.
+
+    onnxruntime's LSTM kernel clamps inside its activations, so a NaN or Inf input step gives
+    finite, meaningless outputs, where PyTorch's LSTM gives NaN. Adding this term to every
+    member's output restores PyTorch's behaviour (and lets ``nonfinite="drop"`` see the failure).
+    Padding is masked out first: garbage past a row's length must not poison it.
+    """
+    with rec.scope("nonfinite"):
+        inside = rec.unsqueeze(index.inside(), 2)
+        zero = rec.constant(0.0, np.float32)
+        valid = rec.op("Where", [inside, member_x, zero], label="valid_steps")
+        nan_or_zero = rec.op("Mul", [valid, zero], label="nan_or_zero")  # NaN*0 and Inf*0 are NaN
+        return rec.op("ReduceSum", [nan_or_zero, rec.constant([0, 2])], keepdims=1, label="row_poison")
+
+
 def _emit_member(rec: GraphRecorder, k: int, member, x: str, index: SequenceIndexer, task: str) -> str:
     check_lstm_supported(member.lstm)
     with rec.scope(f"m{k}"):
@@ -166,6 +182,7 @@ def compile_bag(bag: Bag, opset: int = DEFAULT_OPSET, member_outputs: bool = Fal
     joined = stacked[0] if len(stacked) == 1 else rec.op("Concat", stacked, axis=0, label="members_joined")
     width = bag.n_classes if bag.task == "classification" else bag.n_targets
     stack = rec.op("Reshape", [joined, rec.constant([len(stacked), -1, width])], label="members_stack")
+    stack = rec.op("Add", [stack, _emit_nonfinite_rows(rec, member_x, index)], label="members_checked")
     outputs, per_member = _emit_aggregation(rec, bag, stack, raw_last)
 
     out_info = {

@@ -54,6 +54,7 @@ class SequenceIndexer:
         self.rec, self.form = rec, form
         self._args = (x_time_major, lengths, need_reverse)
         self.last_flat = self.reverse_flat = self.lengths_int32 = None
+        self._time = self._inside = None
         if form == "gather":
             self._build()
         else:
@@ -67,7 +68,7 @@ class SequenceIndexer:
         need_reverse = need_reverse and self.form == "gather"
         with rec.scope("lengths"):
             shape = rec.op("Shape", [x_time_major])
-            time = rec.op("Gather", [shape, rec.constant(0)], axis=0, label="time")
+            time = self._time = rec.op("Gather", [shape, rec.constant(0)], axis=0, label="time")
             batch = rec.op("Gather", [shape, rec.constant(1)], axis=0, label="batch")
             self.time_batch_shape = rec.op("Slice", [shape, rec.constant([0]), rec.constant([2])],
                                            label="time_batch")
@@ -80,11 +81,25 @@ class SequenceIndexer:
             if need_reverse:
                 t_col = rec.unsqueeze(rec.op("Range", [rec.constant(0), time, rec.constant(1)]), 1)
                 len_row = rec.unsqueeze(lengths, 0)
-                inside = rec.op("Less", [t_col, len_row], label="inside")
+                inside = self._inside = rec.op("Less", [t_col, len_row], label="inside")
                 mirrored = rec.op("Sub", [rec.op("Sub", [len_row, rec.constant(1)]), t_col], label="mirrored")
                 source = rec.op("Where", [inside, mirrored, t_col], label="source_step")
                 flat = rec.op("Add", [rec.op("Mul", [source, batch]), batch_range])
                 self.reverse_flat = rec.op("Reshape", [flat, rec.constant([-1])], label="reverse_flat")
+
+    def inside(self) -> str:
+        """(time, batch) bool: True at each row's valid steps (``t < length``). Built once."""
+        if self._inside is None:
+            rec = self.rec
+            x_time_major, lengths, _ = self._args
+            with rec.scope("lengths"):
+                time = self._time
+                if time is None:  # sequence_lens form: no gather indices were built
+                    first = rec.op("Slice", [rec.op("Shape", [x_time_major]), rec.constant([0]), rec.constant([1])])
+                    time = rec.op("Squeeze", [first, rec.constant([0])], label="time")
+                t_col = rec.unsqueeze(rec.op("Range", [rec.constant(0), time, rec.constant(1)]), 1)
+                self._inside = rec.op("Less", [t_col, rec.unsqueeze(lengths, 0)], label="inside")
+        return self._inside
 
     def last_valid(self, y: str, width: int, label: str = "last_valid") -> str:
         """(time, batch, width) -> (batch, width) at each row's last valid step."""

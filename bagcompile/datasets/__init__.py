@@ -83,8 +83,7 @@ def load_csv_series(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.n
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"CSV file not found: {path}")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    rows = [r for _, r in _read_csv_rows(path)]
     if not rows:
         raise ValueError(f"CSV file {path} is empty")
     header, data = [h.strip() for h in rows[0]], rows[1:]
@@ -132,8 +131,7 @@ def load_csv_sequences(path, sequence_column: str, label_column: str,
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"CSV file not found: {path}")
-    with open(path, newline="") as f:
-        rows = [(line, r) for line, r in enumerate(csv.reader(f), 1) if any(c.strip() for c in r)]
+    rows = _read_csv_rows(path)
     if len(rows) < 2:
         raise ValueError(f"CSV file {path} has no data rows")
     header = [h.strip() for h in rows[0][1]]
@@ -172,6 +170,15 @@ def load_csv_sequences(path, sequence_column: str, label_column: str,
     except ValueError:
         label_array = np.asarray(labels)
     return sequences, label_array, names, ids
+
+
+def _read_csv_rows(path: Path) -> list:
+    """(file line, cells) of every non-empty row; UTF-8, a spreadsheet's byte-order mark dropped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [(line, r) for line, r in enumerate(csv.reader(f), 1) if any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text CSV file (it holds binary data)") from None
 
 
 def _csv_number(cell: str, path, line: int, column: str) -> float:
