@@ -11,8 +11,9 @@ call over repeated runs, and each alternative as a multiple of the compiled grap
 - ort/member: one onnxruntime session per member, then a numpy mean.
 'floor' is the compiled graph's time as a multiple of the arithmetic floor (LSTM FLOPs at
 320 GFLOP/s, this machine's measured float32 peak on 2 threads).
-Then cold start (import + session creation + first prediction) and peak resident memory, each
-in a fresh process.
+Then where the graph's time goes (onnxruntime's profiler: kernel time by operator), and cold
+start (import + session creation + first prediction) and peak resident memory, each in a fresh
+process.
 """
 from __future__ import annotations
 
@@ -190,6 +191,40 @@ def cold_start_and_memory(workdir: Path):
         print(f"  {n:>6} rows ({n * 100 * FEATURES * 4 / 1e6:6.1f} MB of input): peak RSS {mb:.0f} MB")
 
 
+def time_by_operator(n_members: int, length: int, batch: int, threads: int, runs: int, workdir: Path) -> dict:
+    """onnxruntime's own profiler: kernel microseconds per run, by operator type."""
+    import onnxruntime as ort
+
+    from bagcompile.compiler import compile_bag
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(workdir / "profile")
+    session = ort.InferenceSession(compile_bag(make_bag(n_members)).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    feeds = {"x": np.random.default_rng(0).normal(size=(batch, length, FEATURES)).astype(np.float32),
+             "lengths": np.full(batch, length, np.int64)}
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            totals[e["args"]["op_name"]] = totals.get(e["args"]["op_name"], 0) + e["dur"] / runs
+    return totals
+
+
+def where_the_time_goes(workdir: Path):
+    print("\nWhere the graph's time goes (onnxruntime profiler, 10 members, kernel time per run)")
+    for length, batch, threads, runs in ((20, 1, 1, 300), (50, 256, 2, 10)):
+        totals = time_by_operator(10, length, batch, threads, runs, workdir)
+        whole = sum(totals.values())
+        top = sorted(totals.items(), key=lambda kv: -kv[1])[:4]
+        print(f"  batch {batch:>4}, {length} steps, {threads} thread(s): {whole / 1e3:7.3f} ms; "
+              + ", ".join(f"{op} {100 * us / whole:.0f} %" for op, us in top))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="the whole grid (members 1,5,10,20 x lengths "
@@ -214,6 +249,7 @@ def main():
             print(f"{n_members:>7} {length:>4} {batch:>5} {threads:>3} | {r['graph']:>9.3f} {r['floor']:>5.1f}x | "
                   f"{r['torch'] / r['graph']:>10.2f}x {r['jit'] / r['graph']:>8.2f}x "
                   f"{r['ort/member'] / r['graph']:>19.2f}x", flush=True)
+        where_the_time_goes(Path(tmp))
         cold_start_and_memory(Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
