@@ -115,11 +115,21 @@ class _BaggedLSTM:
         self.backend = backend
         self.ray_address = ray_address
 
-    def get_params(self) -> dict:
+    def get_params(self, deep: bool = True) -> dict:
         import inspect
 
         names = [n for n in inspect.signature(_BaggedLSTM.__init__).parameters if n != "self"]
         return {name: getattr(self, name) for name in [*names, *self._extra_params]}
+
+    def set_params(self, **params):
+        """Set constructor parameters (checked at fit time, as in scikit-learn); returns self."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"unknown parameter {name!r} for {type(self).__name__}; "
+                                 f"valid: {', '.join(sorted(valid))}")
+            setattr(self, name, value)
+        return self
 
     # --- fitting -------------------------------------------------------------------------------
     def _check_params(self):
@@ -131,6 +141,15 @@ class _BaggedLSTM:
             raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         if self.bootstrap not in ("auto", "sequences", "blocks", "none"):
             raise ValueError(f"bootstrap must be 'auto', 'sequences', 'blocks' or 'none', got {self.bootstrap!r}")
+        if not isinstance(self.bidirectional, (bool, np.bool_)):  # bool("no") would be True
+            raise ValueError(f"bidirectional must be True or False, got {self.bidirectional!r}")
+        if self.block_length is not None and (isinstance(self.block_length, bool) or
+                                              not isinstance(self.block_length, (int, np.integer)) or
+                                              self.block_length < 1):
+            raise ValueError(f"block_length must be a positive integer (time steps) or None, got {self.block_length!r}")
+        if self.dropout and self.num_layers == 1:
+            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1 (it acts between "
+                          "LSTM layers); training without it", UserWarning, stacklevel=4)
 
     def _draws(self, n: int, classes_idx, time_spans, seeds) -> list[BootstrapDraw]:
         mode = self.bootstrap
@@ -177,8 +196,9 @@ class _BaggedLSTM:
         n, t_max, f = x.shape
         if n < 2:
             raise TrainingDataError(f"need at least 2 training sequences, got {n}")
-        if time_spans is not None and len(time_spans) != n:
-            raise TrainingDataError(f"time_spans has {len(time_spans)} rows for {n} sequences")
+        if time_spans is not None and np.shape(time_spans) != (n, 2):
+            raise TrainingDataError(f"time_spans must be ({n}, 2): each window's [first, last + 1) time "
+                                    f"step; got shape {np.shape(time_spans)}")
         self.n_features_in_ = f
         self.feature_names_ = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(f)]
         if len(self.feature_names_) != f:
@@ -198,7 +218,7 @@ class _BaggedLSTM:
         data = MemberData(member_inputs(transform, torch.from_numpy(x), torch.from_numpy(lengths)).contiguous(),
                           torch.from_numpy(lengths), head_targets, self._task == "classification")
         spec = MemberSpec(transform.n_member_inputs, self.hidden_size, self.num_layers, bool(self.bidirectional),
-                          float(self.dropout), output_size)
+                          float(self.dropout) if self.num_layers > 1 else 0.0, output_size)
         config = TrainConfig(self.max_epochs, self.batch_size, self.learning_rate, self.weight_decay,
                              self.patience, clip_grad_norm=self.clip_grad_norm)
         fingerprint = self._fingerprint(x, lengths, head_targets.numpy())
@@ -308,7 +328,14 @@ class BaggedLSTMClassifier(_BaggedLSTM):
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != n:
             raise TrainingDataError(f"expected y of shape ({n},), got {y.shape}")
-        self.classes_, idx = np.unique(y, return_inverse=True)
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            raise TrainingDataError("y contains NaN or Inf labels; every sequence needs a class")
+        try:
+            self.classes_, idx = np.unique(y, return_inverse=True)
+        except TypeError:  # e.g. None among the labels, or numbers mixed with strings
+            kinds = sorted({type(v).__name__ for v in y.tolist()})
+            raise TrainingDataError(f"y mixes label types ({', '.join(kinds)}); labels must be all "
+                                    "numbers or all strings") from None
         if len(self.classes_) < 2:
             raise TrainingDataError(f"y has one class only ({self.classes_[0]!r}); classification needs at least 2")
         self._y_idx = idx
@@ -366,7 +393,11 @@ class BaggedLSTMRegressor(_BaggedLSTM):
         return self._fit_bag(X, y, lengths, time_spans, feature_names, checkpoint_dir, progress)
 
     def _prepare_targets(self, y, x, lengths, n):
-        y = np.asarray(y, dtype=np.float32)
+        try:
+            y = np.asarray(y, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TrainingDataError("regression targets y must be numbers (for class labels use "
+                                    "BaggedLSTMClassifier)") from None
         if y.ndim not in (1, 2) or len(y) != n:  # before any reshape: (2N,) must not become (N, 2)
             raise TrainingDataError(f"expected y of shape ({n},) or ({n}, targets), got {y.shape}")
         self._y_1d = y.ndim == 1
@@ -414,6 +445,17 @@ class BaggedLSTMRegressor(_BaggedLSTM):
         if self._y_1d:
             pred, std = pred[:, 0], std[:, 0]
         return (pred, std) if return_std else pred
+
+    def score(self, X, y, lengths=None) -> float:
+        """Coefficient of determination R² of the bag's prediction (scikit-learn's convention:
+        1 is perfect, 0 is predicting the mean; averaged uniformly over targets)."""
+        pred = np.asarray(self.predict(X, lengths), dtype=np.float64)
+        pred = pred.reshape(pred.shape[0], -1)
+        y = np.asarray(y, dtype=np.float64).reshape(pred.shape)
+        residual = ((y - pred) ** 2).sum(axis=0)
+        total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+        r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual > 0, 0.0, 1.0))
+        return float(np.mean(r2))
 
     def member_predictions(self, X, lengths=None) -> np.ndarray:
         """(members, N, targets) raw-unit predictions of each member alone."""

@@ -399,8 +399,10 @@ def test_model_format_errors(tmp_path):
 
 
 def test_model_from_bytes():
-    session = EnsembleSession(build_model().SerializeToString(), "cpu")
-    assert session.predict([np.ones((2, F))]).shape == (1,)
+    data = build_model().SerializeToString()
+    for model in (data, bytearray(data), memoryview(data)):
+        session = EnsembleSession(model, "cpu")
+        assert session.path is None and session.predict([np.ones((2, F))]).shape == (1,)
 
 
 # ---------------------------------------------------------------- providers

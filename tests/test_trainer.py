@@ -377,7 +377,7 @@ def _with_nan(X, row=5):
 
 
 @pytest.mark.parametrize("case", ["nan_x", "inf_x", "one_class", "members_gt_sequences", "y_too_short",
-                                  "y_2d", "feature_names"])
+                                  "y_2d", "feature_names", "nan_label", "mixed_labels", "none_label"])
 def test_classifier_bad_data(case, jv_small, no_training):
     X, y = jv_small
     params, kwargs = dict(n_members=3, hidden_size=4, max_epochs=1), {}
@@ -396,6 +396,13 @@ def test_classifier_bad_data(case, jv_small, no_training):
         y, match = y[:-1], r"expected y of shape \(90,\)"
     elif case == "y_2d":
         y, match = y[:, None], r"expected y of shape \(90,\)"
+    elif case == "nan_label":
+        y = y.astype(float)
+        y[7], match = np.nan, "y contains NaN or Inf labels"
+    elif case in ("mixed_labels", "none_label"):
+        y = np.asarray(y, dtype=object)
+        y[3] = "speaker" if case == "mixed_labels" else None
+        match = r"y mixes label types \(.*\); labels must be all numbers or all strings"
     else:
         kwargs["feature_names"], match = ["a", "b"], "feature_names has 2 names for 12 features"
     messages = []
@@ -405,7 +412,8 @@ def test_classifier_bad_data(case, jv_small, no_training):
 
 
 @pytest.mark.parametrize("case", ["nan_x", "nan_y", "y_wrong_length", "y_double_length", "residual_feature",
-                                  "negative_residual_feature", "spans_mismatch", "blocks_without_spans"])
+                                  "negative_residual_feature", "spans_mismatch", "spans_1d", "string_y",
+                                  "blocks_without_spans"])
 def test_regressor_bad_data(case, etth1_train, no_training):
     X, y, spans = (a[:64] for a in etth1_train)
     params = dict(n_members=2, hidden_size=4, max_epochs=1)
@@ -427,7 +435,11 @@ def test_regressor_bad_data(case, etth1_train, no_training):
     elif case == "negative_residual_feature":
         params["residual_feature"], match = -1, "residual_feature=-1"
     elif case == "spans_mismatch":
-        kwargs["time_spans"], match = spans[:-3], "time_spans has 61 rows for 64 sequences"
+        kwargs["time_spans"], match = spans[:-3], r"time_spans must be \(64, 2\).*got shape \(61, 2\)"
+    elif case == "spans_1d":
+        kwargs["time_spans"], match = spans[:, 0], r"time_spans must be \(64, 2\).*got shape \(64,\)"
+    elif case == "string_y":
+        y, match = np.full(len(y), "hot"), "regression targets y must be numbers"
     else:
         params["bootstrap"], match = "blocks", "bootstrap='blocks' needs time_spans"
         kwargs = {}
@@ -449,6 +461,35 @@ def test_bad_parameters_raise_before_training(jv_small, no_training):
         BaggedLSTMClassifier(n_members=0).fit(*jv_small)
     with pytest.raises(ValueError, match="max_samples"):
         BaggedLSTMClassifier(n_members=2, max_samples=0).fit(*jv_small)
+    # A negative clip norm would flip every gradient (training would ascend the loss).
+    with pytest.raises(ValueError, match=r"clip_grad_norm must be >= 0 \(0: no clipping\), got -1.0"):
+        BaggedLSTMClassifier(n_members=2, clip_grad_norm=-1.0).fit(*jv_small)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        BaggedLSTMClassifier(n_members=2, weight_decay=-0.1).fit(*jv_small)
+    with pytest.raises(ValueError, match="bidirectional must be True or False, got 'no'"):
+        BaggedLSTMClassifier(n_members=2, bidirectional="no").fit(*jv_small)
+    with pytest.raises(ValueError, match="block_length must be a positive integer"):
+        BaggedLSTMClassifier(n_members=2, block_length=0).fit(*jv_small)
+    with pytest.raises(ValueError, match="unknown parameter 'hidden'"):
+        BaggedLSTMClassifier().set_params(hidden=3)
+
+
+def test_dropout_with_one_layer_warns_and_is_recorded_as_zero(jv_small):
+    with pytest.warns(UserWarning, match=r"dropout=0.5 has no effect with num_layers=1"):
+        est = BaggedLSTMClassifier(n_members=2, hidden_size=4, max_epochs=1, dropout=0.5).fit(*jv_small)
+    assert all(m.spec.dropout == 0.0 for m in est.bag_.members)
+
+
+def test_set_params_and_regressor_score_is_r2(etth1_train, etth1_test):
+    X, y, spans = etth1_train
+    est = BaggedLSTMRegressor(**REG_PARAMS).set_params(n_members=2, max_epochs=2)
+    assert est.get_params()["max_epochs"] == 2
+    est.fit(X, y, time_spans=spans)
+    X_test, y_test = etth1_test[:2]
+    pred, y_test64 = est.predict(X_test).astype(np.float64), y_test.astype(np.float64)
+    r2 = 1 - ((y_test64 - pred) ** 2).sum(0) / ((y_test64 - y_test64.mean(0)) ** 2).sum(0)
+    assert est.score(X_test, y_test) == pytest.approx(float(np.mean(r2)), rel=1e-9)
+    assert 0.5 < est.score(X_test, y_test) < 1  # the next 24 h of OT are predictable
 
 
 def test_predict_before_fit():

@@ -136,6 +136,8 @@ class EnsembleSession:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         ort = _import_ort()
+        if isinstance(path, (bytearray, memoryview)):
+            path = bytes(path)
         if isinstance(path, bytes):  # a serialized model; not kept on self (it may be large)
             self.path, source = None, "model bytes"
         else:
