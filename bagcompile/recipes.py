@@ -53,6 +53,14 @@ def forecast_recipe(name, values, columns, target, input_length, horizon, stride
     parts = {}
     for split, (start, stop) in borders.items():
         back = None if split == "train" else max(0, start - input_length)
+        # Training windows lie inside the training rows; later parts' inputs may look back.
+        needed = input_length + horizon if split == "train" else horizon
+        if stop - start < needed:
+            what = (f"input_length {input_length} + horizon {horizon}" if split == "train"
+                    else f"the horizon's {horizon} target steps")
+            raise ValueError(f"the {split} part (rows {start}..{stop - 1} of {len(values)}) is too short for one "
+                             f"window: it needs {needed} rows ({what}); use a shorter input length or "
+                             "horizon, or more rows")
         parts[split] = datasets.make_forecast_windows(values, input_length, horizon, t_idx, start, stop,
                                                       stride if split == "train" else 1, back)
     train_rows = values[borders["train"][0]:borders["train"][1], t_idx]

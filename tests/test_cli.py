@@ -330,6 +330,15 @@ def test_train_csv_without_target(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_train_csv_too_short_for_a_window_names_the_part(tmp_path):
+    data = write_etth1_head(tmp_path / "d.csv", 100)
+    assert_one_line_error(invoke("train", data, "--out", tmp_path / "r", "--target", "OT"), 1,
+                          "the train part (rows 0..69 of 100) is too short for one window: it needs 120 rows")
+    assert_one_line_error(invoke("train", data, "--out", tmp_path / "r", "--target", "OT", "--input-length", 12,
+                                 "--horizon", 12), 1, "the validation part (rows 70..79 of 100)", "needs 12 rows")
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_csv_target_not_in_file(tmp_path):
     data = write_etth1_head(tmp_path / "d.csv", 200)
     line = assert_one_line_error(invoke("train", data, "--out", tmp_path / "r", "--target", "oil_temp"), 1,
