@@ -130,6 +130,8 @@ def cli():
               help="Where members train: this machine (default) or a Ray cluster (pip install 'bagcompile[ray]').")
 @click.option("--address", "ray_address", default=None,
               help="Ray cluster address for --backend ray (default: start a local Ray instance).")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              help="NPZ: what 'y' holds (default: integer, boolean or string labels -> classification, floats -> regression).")
 @click.option("--target", help="CSV forecasting: the column to forecast.")
 @click.option("--sequence-column", help="CSV classification: the column whose value groups rows into sequences.")
 @click.option("--label-column", help="CSV classification: the column holding each sequence's class.")
@@ -141,9 +143,9 @@ def cli():
 @click.option("--horizon", type=click.IntRange(1), help="Forecasting: steps to forecast (default 24).")
 @click.option("--stride", type=click.IntRange(1),
               help="Forecasting: step between training windows (default 1 for a CSV, 4 for etth1).")
-def train(source, run_dir, target, sequence_column, label_column, features, input_length, horizon, stride,
-          **params):
-    """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1) or a CSV.
+def train(source, run_dir, task, target, sequence_column, label_column, features, input_length, horizon,
+          stride, **params):
+    """Train a bag on SOURCE: a bundled data set (japanese_vowels, etth1), a CSV or an NPZ file.
 
     \b
     Forecasting CSV (--target COL): one multivariate series, header row, a leading date
@@ -153,13 +155,16 @@ def train(source, run_dir, target, sequence_column, label_column, features, inpu
     Classification CSV (--sequence-column ID --label-column LABEL): one row per time step,
       rows of a sequence contiguous, every other column a feature; each class's sequences are
       split 70/10/20 in file order (earliest to training, latest to test).
+    NPZ (numpy.savez): arrays x (rows, time, features) and y (labels, or targets (rows,) or
+      (rows, K)); optional lengths, spans (rows, 2: forecasting windows' time steps, for the
+      block bootstrap), feature_names, target_names. Rows split 70/10/20 in order (per class).
 
     Scores on the held-out parts are printed and saved with the run.
     """
     from .workflow import train_recipe
 
     window = {"input_length": input_length, "horizon": horizon, "stride": stride}
-    recipe = _recipe(source, target, sequence_column, label_column, features, window)
+    recipe = _recipe(source, task, target, sequence_column, label_column, features, window)
     progress = _Progress()
     try:
         est = _run_friendly(train_recipe, recipe, run_dir, progress=progress, **params)
@@ -169,11 +174,20 @@ def train(source, run_dir, target, sequence_column, label_column, features, inpu
     click.echo(json.dumps(est.bag_.scores, indent=1))
 
 
-def _recipe(source, target, sequence_column, label_column, features, window):
+def _recipe(source, task, target, sequence_column, label_column, features, window):
     from . import recipes
 
     classify = sequence_column is not None or label_column is not None
     given = [f"--{name.replace('_', '-')}" for name, value in window.items() if value is not None]
+    if source.lower().endswith(".npz") and Path(source).is_file():
+        csv_only = [o for o, v in (("--target", target), ("--sequence-column", sequence_column),
+                                   ("--label-column", label_column), ("--features", features)) if v] + given
+        if csv_only:
+            raise InputError(f"{'/'.join(csv_only)} is for CSV sources; an NPZ holds its arrays "
+                             "ready (x, y, and optional lengths, spans)")
+        return _run_friendly(recipes.npz_arrays, source, task)
+    if task is not None:
+        raise InputError("--task is for NPZ sources (bundled sets and CSVs know their task)")
     if source in recipes.BUNDLED:
         if target or classify or (features and source != "etth1"):
             option = "--target" if target else "--features" if not classify else "--sequence-column/--label-column"
@@ -185,7 +199,7 @@ def _recipe(source, target, sequence_column, label_column, features, window):
         return _run_friendly(recipes.BUNDLED[source], **windowing, **({"features": features} if features else {}))
     if not Path(source).is_file():
         raise InputError(f"SOURCE {source!r} is neither a bundled data set "
-                         f"({', '.join(recipes.BUNDLED)}) nor an existing CSV file")
+                         f"({', '.join(recipes.BUNDLED)}) nor an existing CSV or NPZ file")
     if classify:
         if target:
             raise InputError("use --target (forecasting) or --sequence-column with --label-column "

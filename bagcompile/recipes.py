@@ -104,6 +104,32 @@ def csv_forecast(path, target, input_length, horizon, stride=1, features=None,
                            borders, features)
 
 
+def _split_in_order(y, fractions, by_class: bool) -> dict[str, list[int]]:
+    """Row indices of train/validation/test: the earliest rows train, the latest test (per class
+    when ``by_class``, so every class is in every part it has enough rows for; >= 1 trains)."""
+    groups = [np.flatnonzero(y == label) for label in dict.fromkeys(y.tolist())] if by_class else [np.arange(len(y))]
+    parts = {"train": [], "validation": [], "test": []}
+    for rows in groups:
+        a = max(1, round(len(rows) * fractions[0]))
+        b = max(a, round(len(rows) * (fractions[0] + fractions[1])))
+        for part, chosen in zip(parts, (rows[:a], rows[a:b], rows[b:])):
+            parts[part].extend(sorted(chosen.tolist()))
+    return {part: sorted(rows) for part, rows in parts.items()}
+
+
+def _ordered_parts(name, X, y, fractions, by_class, extra=None):
+    """(train, validation or None, test) tuples of (X, y[, extra]) split by ``_split_in_order``."""
+    parts = _split_in_order(y, fractions, by_class)
+    if not parts["test"]:
+        raise ValueError(f"{name}: too few sequences ({len(X)}) to hold any out for testing")
+
+    def take(part, with_extra=False):
+        rows = parts[part]
+        taken = ([X[i] for i in rows], y[rows])
+        return taken + (extra[rows],) if with_extra and extra is not None else taken
+    return take("train", True), take("validation") if parts["validation"] else None, take("test")
+
+
 def csv_classification(path, sequence_column, label_column, features=None,
                        fractions=(0.7, 0.1, 0.2)) -> Recipe:
     """A user's CSV of labelled sequences (see ``datasets.load_csv_sequences``). Each class's
@@ -111,26 +137,63 @@ def csv_classification(path, sequence_column, label_column, features=None,
     to test, so a file in time order never trains on what it tests, and every class appears in
     each part it has enough sequences for (a class needs >= 1 training sequence)."""
     X, y, names, _ = datasets.load_csv_sequences(path, sequence_column, label_column, features)
-    parts = {"train": [], "validation": [], "test": []}
-    for label in dict.fromkeys(y.tolist()):  # classes in order of first appearance
-        rows = np.flatnonzero(y == label)
-        a = max(1, round(len(rows) * fractions[0]))
-        b = max(a, round(len(rows) * (fractions[0] + fractions[1])))
-        for part, chosen in zip(parts, (rows[:a], rows[a:b], rows[b:])):
-            parts[part].extend(chosen.tolist())
     if len(set(y.tolist())) < 2:
         raise ValueError(f"{path}: column {label_column!r} has one class only ({y[0]!r}); "
                          "classification needs at least 2")
-    if not parts["test"]:
-        raise ValueError(f"{path}: too few sequences ({len(X)}) to hold any out for testing")
-    def take(part):
-        rows = sorted(parts[part])
-        return [X[i] for i in rows], y[rows]
-    return Recipe(str(path), "classification", names, take("train"),
-                  take("validation") if parts["validation"] else None, take("test"),
+    train, validation, test = _ordered_parts(path, X, y, fractions, by_class=True)
+    return Recipe(str(path), "classification", names, train, validation, test,
                   params={"hidden_size": 32, "n_members": 10},
                   source_options={"sequence_column": sequence_column, "label_column": label_column,
                                   "features": names})
+
+
+def npz_arrays(path, task=None, fractions=(0.7, 0.1, 0.2)) -> Recipe:
+    """A user's arrays in an NPZ file (``numpy.savez``; no pickled objects):
+
+    ``x`` (N, T, F) numbers, ``y`` (N,) class labels or (N,) / (N, K) regression targets, and
+    optionally ``lengths`` (N,) valid steps per row (padded variable-length rows), ``spans``
+    (N, 2) each row's [first, last + 1) time step (overlapping forecasting windows: the block
+    bootstrap with purged out-of-bag rows), ``feature_names`` (F,), ``target_names`` (K,).
+    ``task``: "classification" or "regression"; None infers it from ``y`` (integers, booleans
+    and strings are labels, floats are targets). Rows split in order like the CSV sources: 70/10/20,
+    per class for classification, so rows in time order never test on the past.
+    """
+    arrays = datasets.load_npz_arrays(path, required=("x", "y"),
+                                      optional=("lengths", "spans", "feature_names", "target_names"))
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim != 3 or x.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: 'x' must be a numeric (rows, time, features) array, got {x.dtype} {x.shape}")
+    if len(y) != len(x):
+        raise ValueError(f"{path}: 'y' has {len(y)} rows for {len(x)} rows of 'x'")
+    if task is None:
+        task = "regression" if y.dtype.kind == "f" else "classification"
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    lengths = arrays.get("lengths")
+    if lengths is None:
+        lengths = np.full(len(x), x.shape[1])
+    if lengths.shape != (len(x),) or lengths.dtype.kind not in "iu" or (len(x) and not
+                                                                        1 <= lengths.min() <= lengths.max() <= x.shape[1]):
+        raise ValueError(f"{path}: 'lengths' must be {len(x)} integers in 1..{x.shape[1]}")
+    X = [x[i, :n] for i, n in enumerate(lengths)]
+    spans = arrays.get("spans")
+    if spans is not None and (task != "regression" or spans.shape != (len(x), 2)):
+        raise ValueError(f"{path}: 'spans' must be ({len(x)}, 2) and is for regression (forecasting windows)")
+    names = [str(v) for v in arrays["feature_names"]] if "feature_names" in arrays else \
+        [f"x{i}" for i in range(x.shape[2])]
+    if len(names) != x.shape[2]:
+        raise ValueError(f"{path}: 'feature_names' has {len(names)} names for {x.shape[2]} features")
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"{path}: class labels 'y' must be 1-D, got shape {y.shape}")
+        if len(set(y.tolist())) < 2:
+            raise ValueError(f"{path}: 'y' has one class only ({y[0]!r}); classification needs at least 2")
+    train, validation, test = _ordered_parts(path, X, y, fractions, by_class=task == "classification",
+                                             extra=spans)
+    targets = [str(v) for v in arrays["target_names"]] if "target_names" in arrays else None
+    return Recipe(str(path), task, names, train, validation, test,
+                  params={"hidden_size": 32, "n_members": 10}, target_names=targets,
+                  source_options={"format": "npz", "task": task})
 
 
 BUNDLED = {"japanese_vowels": japanese_vowels, "etth1": etth1}

@@ -72,7 +72,9 @@ def recipe_from_source(source: dict) -> Recipe:
         if not Path(source["path"]).is_file():
             raise FileNotFoundError(f"the run's training data {source['path']} is gone; the report "
                                     "needs it (from Python: write_report(run_dir, recipe=...))")
-        if source["task"] == "classification":
+        if source.get("format") == "npz":
+            recipe = recipes.npz_arrays(source["path"], source["task"])
+        elif source["task"] == "classification":
             recipe = recipes.csv_classification(source["path"], source["sequence_column"],
                                                 source["label_column"], source.get("features"))
         else:

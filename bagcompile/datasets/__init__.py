@@ -191,6 +191,31 @@ def _csv_number(cell: str, path, line: int, column: str) -> float:
     return value
 
 
+def load_npz_arrays(path, required: Sequence[str], optional: Sequence[str] = ()) -> dict:
+    """Named arrays of an NPZ file (no pickled objects), checking the required ones are there."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"NPZ file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an NPZ file (numpy.savez's zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [name for name in required if name not in data.files]
+            if missing:
+                raise ValueError(f"{path} lacks the array(s) {', '.join(map(repr, missing))}; it holds "
+                                 f"{', '.join(map(repr, data.files)) or 'nothing'}")
+            return {name: data[name] for name in (*required, *optional) if name in data.files}
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ValueError(f"{path} holds object arrays (pickled); save numbers and strings only, "
+                             "e.g. a padded x with lengths") from None
+        raise
+    except Exception as error:  # zipfile and format errors of a damaged file
+        raise ValueError(f"{path} is not a readable NPZ file: {error}") from None
+
+
 def make_forecast_windows(values, input_length: int, horizon: int, target_index: int,
                           start: int, stop: int, stride: int = 1,
                           lookback_from: Optional[int] = None):
