@@ -454,7 +454,8 @@ class BaggedLSTMRegressor(_BaggedLSTM):
         y = np.asarray(y, dtype=np.float64).reshape(pred.shape)
         residual = ((y - pred) ** 2).sum(axis=0)
         total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-        r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual > 0, 0.0, 1.0))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant target: R² is 1 or 0
+            r2 = np.where(total > 0, 1 - residual / total, np.where(residual > 0, 0.0, 1.0))
         return float(np.mean(r2))
 
     def member_predictions(self, X, lengths=None) -> np.ndarray:

@@ -113,7 +113,7 @@ def _split_in_order(y, fractions, by_class: bool) -> dict[str, list[int]]:
         a = max(1, round(len(rows) * fractions[0]))
         b = max(a, round(len(rows) * (fractions[0] + fractions[1])))
         for part, chosen in zip(parts, (rows[:a], rows[a:b], rows[b:])):
-            parts[part].extend(sorted(chosen.tolist()))
+            parts[part].extend(chosen.tolist())
     return {part: sorted(rows) for part, rows in parts.items()}
 
 

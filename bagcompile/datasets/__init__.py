@@ -146,18 +146,19 @@ def load_csv_sequences(path, sequence_column: str, label_column: str,
         raise ValueError(f"{path}: feature column(s) {', '.join(map(repr, missing)) or '(none)'} not found; "
                          f"columns: {', '.join(header)}")
     idx, s_idx, l_idx = [header.index(c) for c in names], header.index(sequence_column), header.index(label_column)
-    sequences, labels, ids, steps = [], [], [], []
+    sequences, labels, ids, steps, seen = [], [], [], [], set()
     for line, r in rows[1:]:
         if len(r) != len(header):
             raise ValueError(f"{path} line {line}: {len(r)} cells, the header has {len(header)}")
         key, label = r[s_idx].strip(), r[l_idx].strip()
         if not ids or key != ids[-1]:
-            if key in ids:
+            if key in seen:  # a set: large files have many sequences
                 raise ValueError(f"{path} line {line}: rows of sequence {key!r} are not contiguous; "
                                  f"sort the file by {sequence_column!r}")
             if steps:
                 sequences.append(np.asarray(steps, dtype=np.float32))
             ids.append(key)
+            seen.add(key)
             labels.append(label)
             steps = []
         elif label != labels[-1]:
