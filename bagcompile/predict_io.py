@@ -1,13 +1,14 @@
 """``bagcompile predict``'s file formats: NPZ or CSV in, CSV out, streamed in chunks.
 
 A CSV is read row by row and scored ``chunk_size`` sequences at a time, so memory is bounded by
-the chunk (and the longest sequence), not by the file. NPZ arrays are loaded whole (the format
-is not streamable) but still scored in chunks. The output is written to a temporary file and
+the chunk (and the longest sequence), not by the file. An NPZ's 'x' is read from the archive
+as a stream, ``chunk_size`` rows at a time, so it is bounded the same way. The output is written to a temporary file and
 renamed when complete: a failed run leaves no partial output.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import math
 import zipfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from bagcompile_runtime import InvalidInputError
 
 from .atomic import atomic_text_writer
 
@@ -42,25 +45,71 @@ def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, ch
 
 
 def _npz_chunks(path: Path, chunk_size: int):
+    """Rows of 'x' ``chunk_size`` at a time, read from the archive as a stream (memory bounded by
+    the chunk, compressed or not); 'lengths' (one int per row) is read whole."""
     if not zipfile.is_zipfile(path):  # else numpy guesses a pickle and suggests allow_pickle
         raise ValueError(f"{path} is not a usable NPZ file: it is not a zip archive (NPZ is numpy's "
                          "np.savez format; name a CSV file .csv)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("it holds a single array, not named arrays")
-            if "x" not in data:
+        with zipfile.ZipFile(path) as archive:
+            names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+            if "x" not in names:
                 raise ValueError(f"it needs an array named 'x' (batch, time, features); found "
-                                 f"{', '.join(data.files) or 'nothing'}")
-            x = data["x"]
-            lengths = data["lengths"] if "lengths" in data else None
-    except Exception as error:  # numpy raises zipfile, pickle and value errors for bad files
-        raise ValueError(f"{path} is not a usable NPZ file: {error}") from None
-    if lengths is not None and len(lengths) != len(x):
-        raise ValueError(f"{path}: 'lengths' has {len(lengths)} entries for {len(x)} rows of 'x'")
-    for start in range(0, max(len(x), 1), chunk_size):
-        part = slice(start, start + chunk_size)
-        yield x[part], None if lengths is None else lengths[part], list(range(len(x)))[part]
+                                 f"{', '.join(names) or 'nothing'}")
+            lengths = None
+            if "lengths" in names:
+                with archive.open("lengths.npy") as handle:
+                    lengths = np.lib.format.read_array(handle, allow_pickle=False)
+            with archive.open("x.npy") as handle:
+                yield from _stream_rows(handle, lengths, chunk_size, path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        # zipfile, numpy's header reader and a short read all land here: one line naming the file.
+        message = str(error)
+        raise ValueError(message if message.startswith(str(path)) else
+                         f"{path} is not a usable NPZ file: {message}") from None
+
+
+def _stream_rows(handle, lengths, chunk_size: int, path: Path):
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        raise ValueError(f"'x' is in .npy format version {version}, which this reader does not stream")
+    if dtype.hasobject:
+        raise ValueError("'x' holds Python objects; save numbers (np.savez of a float array)")
+    if len(shape) == 0:
+        raise ValueError("'x' is a scalar; expected (batch, time, features)")
+    n_rows = shape[0]
+    if lengths is not None and lengths.ndim != 1:
+        raise ValueError(f"{path}: 'lengths' must be one integer per row, got shape {lengths.shape}")
+    if lengths is not None and len(lengths) != n_rows:
+        raise ValueError(f"{path}: 'lengths' has {len(lengths)} entries for {n_rows} rows of 'x'")
+    if fortran_order:  # column-major rows are not contiguous on disk: read whole (rare: np.asfortranarray)
+        data = handle.read()
+        x = np.frombuffer(data, dtype).reshape(shape[::-1]).transpose()
+        chunks = ((start, x[start:start + chunk_size]) for start in range(0, max(n_rows, 1), chunk_size))
+    else:
+        chunks = _contiguous_chunks(handle, shape, dtype, chunk_size, path)
+    for start, part in chunks:
+        stop = start + len(part)
+        yield part, None if lengths is None else lengths[start:stop], list(range(start, stop))
+
+
+def _contiguous_chunks(handle, shape, dtype, chunk_size: int, path: Path):
+    row_shape = tuple(shape[1:])
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    if shape[0] == 0 or row_bytes == 0:  # let the runtime name the empty batch or empty row
+        yield 0, np.zeros(shape, dtype)
+        return
+    for start in range(0, shape[0], chunk_size):
+        count = min(chunk_size, shape[0] - start)
+        data = handle.read(count * row_bytes)
+        if len(data) != count * row_bytes:
+            raise ValueError(f"{path} is not a usable NPZ file: 'x' is truncated (row "
+                             f"{start + len(data) // row_bytes} of {shape[0]} is incomplete)")
+        yield start, np.frombuffer(data, dtype).reshape((count, *row_shape))
 
 
 def _csv_rows(path: Path, feature_names: list[str], group_column: str | None, allow_nonfinite: bool = False):
@@ -151,16 +200,34 @@ def predict_to_csv(session, chunks: Iterator[Chunk], output: Path, on_chunk=None
             names = session.target_names
             writer.writerow(["id", *names, *[f"{n}_std" for n in names]])
         for X, lengths, ids in chunks:
-            if session.task == "classification":
-                proba = session.predict_proba(X, lengths=lengths)
-                labels = np.asarray(session.classes)[proba.argmax(1)]
-                for i, label, p in zip(ids, labels, proba):
-                    writer.writerow([i, label, *[f"{v:.6g}" for v in p]])
-            else:
-                pred, std = session.predict(X, lengths=lengths, return_std=True)
-                for i, p, s in zip(ids, pred, std):
-                    writer.writerow([i, *[f"{v:.6g}" for v in p], *[f"{v:.6g}" for v in s]])
+            with _rows_named_by_id(ids):
+                _write_chunk(writer, session, X, lengths, ids)
             total += len(ids)
             if on_chunk is not None:
                 on_chunk(total)
     return total
+
+
+@contextlib.contextmanager
+def _rows_named_by_id(ids):
+    """The runtime numbers rows within its call, i.e. within the chunk; name them as the output does."""
+    try:
+        yield
+    except InvalidInputError as error:
+        if error.row is None:
+            raise
+        message = str(error).replace(f"(row {error.row})", f"(row {ids[error.row]})")
+        message = message.replace(f"lengths[{error.row}]", f"lengths[{ids[error.row]}]")
+        raise InvalidInputError(message, row=ids[error.row]) from None
+
+
+def _write_chunk(writer, session, X, lengths, ids):
+    if session.task == "classification":
+        proba = session.predict_proba(X, lengths=lengths)
+        labels = np.asarray(session.classes)[proba.argmax(1)]
+        for i, label, p in zip(ids, labels, proba):
+            writer.writerow([i, label, *[f"{v:.6g}" for v in p]])
+    else:
+        pred, std = session.predict(X, lengths=lengths, return_std=True)
+        for i, p, s in zip(ids, pred, std):
+            writer.writerow([i, *[f"{v:.6g}" for v in p], *[f"{v:.6g}" for v in s]])

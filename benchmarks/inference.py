@@ -147,15 +147,19 @@ print(time.perf_counter() - t, peak_mb())
 
 PEAK = """
 import numpy as np
-def peak_mb():
+def rss_mb(field):
     # VmHWM is this process's own peak (ru_maxrss would include the parent's size at fork).
     for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
 from bagcompile_runtime import EnsembleSession
 s = EnsembleSession({path!r}, providers="cpu", batch_size={chunk})
-s.predict(np.random.default_rng(0).normal(size=({n}, 100, {f})).astype(np.float32))
-print(peak_mb())
+x = np.random.default_rng(0).standard_normal(({n}, 100, {f}), dtype=np.float32).astype({dtype!r})
+s.predict(x[:1])
+before = rss_mb("VmRSS")  # model, engine and the caller's input, before the call
+open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to now (Linux >= 4.0)
+s.predict(x)
+print(x.nbytes / 2**20, before, rss_mb("VmHWM") - before)
 """
 
 
@@ -185,10 +189,13 @@ def cold_start_and_memory(workdir: Path):
           f"peak RSS {statistics.median(r[1] for r in runtime):.0f} MB")
     print(f"  PyTorch estimator (load run):  {statistics.median(r[0] for r in torch_side):.3f} s, "
           f"peak RSS {statistics.median(r[1] for r in torch_side):.0f} MB")
-    print("\nPeak RSS vs input size (10 members, 100 steps, runtime chunks of 1024 rows)")
-    for n in (1024, 8192, 32768):
-        mb = run_python(PEAK.format(path=str(path), chunk=1024, n=n, f=FEATURES))[0]
-        print(f"  {n:>6} rows ({n * 100 * FEATURES * 4 / 1e6:6.1f} MB of input): peak RSS {mb:.0f} MB")
+    print("\nMemory of one call beyond the caller's input (10 members, 100 steps, runtime chunks of "
+          "1024 rows; peak RSS during predict minus RSS before it)")
+    for dtype in ("float32", "float64"):
+        for n in (1024, 8192, 32768):
+            size, before, extra = run_python(PEAK.format(path=str(path), chunk=1024, n=n, f=FEATURES, dtype=dtype))
+            print(f"  {n:>6} rows of {dtype} ({size:6.1f} MiB of input): RSS before {before:4.0f} MiB, "
+                  f"call's peak beyond it {extra:5.1f} MiB")
 
 
 def time_by_operator(n_members: int, length: int, batch: int, threads: int, runs: int, workdir: Path) -> dict:

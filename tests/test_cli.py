@@ -8,6 +8,7 @@ written by the CLI are checked against ``bagcompile_runtime.EnsembleSession`` on
 import csv
 import json
 from pathlib import Path
+import zipfile
 
 import numpy as np
 import onnx
@@ -546,3 +547,64 @@ def test_predict_rejects_non_contiguous_sequences(jv, jv_test, tmp_path):
     assert_one_line_error(result, 1, "not contiguous", "sort the file")
     assert not (tmp_path / "p.csv").exists()
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+def test_predict_streams_npz_with_bounded_memory(jv, jv_test, tmp_path, save):
+    """'x' is read from the archive chunk by chunk: the whole test set repeated to 7,400 rows
+    (float64, 31 MB) in chunks of 64, with peak Python-side memory far below the array's size,
+    and the same numbers as scoring the array in memory."""
+    import tracemalloc
+
+    _, model = jv
+    x, lengths = pad_sequences(jv_test[0], 12)
+    x, lengths = np.tile(x.astype(np.float64), (20, 1, 1)), np.tile(lengths, 20)
+    npz, out = tmp_path / "big.npz", tmp_path / "pred.csv"
+    save(npz, x=x, lengths=lengths)
+    tracemalloc.start()
+    ok(invoke("predict", model, npz, "-o", out, "--chunk-size", 64))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < x.nbytes / 8, (peak, x.nbytes)
+    _, rows = read_csv(out)
+    assert [int(r[0]) for r in rows] == list(range(len(x)))
+    proba = np.array([[float(v) for v in r[2:]] for r in rows])
+    expected = EnsembleSession(model, providers="cpu").predict_proba(x[:370], lengths[:370])
+    np.testing.assert_allclose(proba[:370], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(proba[370:740], proba[:370], rtol=1e-6, atol=1e-7)
+
+
+def assert_error_after_progress(result, *needles):
+    """Progress lines for the chunks scored so far, then one 'Error:' line; no output written."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    *progress, last = result.stderr.strip().splitlines()
+    assert all(line.endswith("sequences scored") for line in progress), result.stderr
+    assert last.startswith("Error:") and "Traceback" not in result.output, result.stderr
+    for needle in needles:
+        assert needle in last, (needle, last)
+
+
+def test_predict_npz_errors_name_the_file_row(jv, jv_test, tmp_path):
+    """Chunked scoring still names rows as the output's 'id' does (file rows, not chunk rows)."""
+    _, model = jv
+    x, lengths = pad_sequences(jv_test[0][:40], 12)
+    out = tmp_path / "out.csv"
+    x[33, 0, 3] = np.inf
+    np.savez(tmp_path / "inf.npz", x=x, lengths=lengths)
+    assert_error_after_progress(invoke("predict", model, tmp_path / "inf.npz", "-o", out, "--chunk-size", 8),
+                          "NaN or Inf (row 33)", "--allow-nonfinite")
+    x[33, 0, 3] = 0
+    bad_lengths = lengths.copy()
+    bad_lengths[21] = 0
+    np.savez(tmp_path / "len.npz", x=x, lengths=bad_lengths)
+    assert_error_after_progress(invoke("predict", model, tmp_path / "len.npz", "-o", out, "--chunk-size", 8),
+                          "lengths[21]=0 is outside 1..")
+    np.savez(tmp_path / "whole.npz", x=x, lengths=lengths)
+    data = (tmp_path / "whole.npz").read_bytes()
+    cut = tmp_path / "cut.npz"
+    with zipfile.ZipFile(cut, "w") as archive:  # a valid zip whose x.npy stops mid-array
+        with zipfile.ZipFile(tmp_path / "whole.npz") as whole:
+            archive.writestr("x.npy", whole.read("x.npy")[: len(data) // 2])
+    assert_error_after_progress(invoke("predict", model, cut, "-o", out, "--chunk-size", 8),
+                          "not a usable NPZ file", "'x' is truncated")
+    assert not out.exists()

@@ -11,7 +11,14 @@ class BagcompileRuntimeError(Exception):
 
 
 class InvalidInputError(BagcompileRuntimeError, ValueError):
-    """The data passed to a session does not fit the model (shape, features, lengths, NaN...)."""
+    """The data passed to a session does not fit the model (shape, features, lengths, NaN...).
+
+    ``row`` is the index (in the call's batch) of the row at fault, where one row is.
+    """
+
+    def __init__(self, message, row=None):
+        super().__init__(message)
+        self.row = row
 
 
 class ModelFormatError(BagcompileRuntimeError, ValueError):

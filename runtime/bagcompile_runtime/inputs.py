@@ -8,33 +8,57 @@ from .errors import InvalidInputError
 
 
 class Batch:
-    """Validated input, padded one chunk at a time.
+    """Validated input, converted and padded one chunk at a time.
 
-    Ragged rows are kept as a list and padded per chunk, so one very long sequence only widens
-    its own chunk instead of the whole batch.
+    Shapes, dtypes and lengths are checked up front; the float32 conversion, the zeroed padding
+    and the NaN/Inf check happen per chunk, so the memory used beyond the caller's own data is
+    bounded by the chunk, whatever the input's size or dtype (float64, int, or a read-only
+    memory map). Ragged rows are padded per chunk, so one very long sequence only widens its
+    own chunk instead of the whole batch.
     """
 
-    __slots__ = ("lengths", "_rows", "_dense")
+    __slots__ = ("lengths", "allow_nonfinite", "_rows", "_dense")
 
-    def __init__(self, lengths, rows=None, dense=None):
-        self.lengths, self._rows, self._dense = lengths, rows, dense
+    def __init__(self, lengths, rows=None, dense=None, allow_nonfinite=False):
+        self.lengths, self.allow_nonfinite = lengths, allow_nonfinite
+        self._rows, self._dense = rows, dense
 
     def __len__(self):
         return len(self.lengths)
 
     def slice(self, start, stop):
+        """Rows ``start:stop`` as float32 ``x [n, T, F]`` (C-contiguous) and int64 ``lengths``."""
+        start, stop, _ = slice(start, stop).indices(len(self))
         lengths = self.lengths[start:stop]
-        if self._dense is not None:
-            return self._dense[start:stop], lengths  # axis-0 slice of a C array stays C-contiguous
-        rows = self._rows[start:stop]
-        x = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
-        for i, row in enumerate(rows):
-            x[i, : len(row)] = row
+        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, caught below
+            x = self._dense_part(start, stop, lengths) if self._dense is not None \
+                else self._padded_rows(start, stop, lengths)
+        if not self.allow_nonfinite:
+            _check_finite(x, start)
         return x, lengths
 
     def chunks(self, size):
         for start in range(0, len(self), size):
             yield self.slice(start, start + size)
+
+    def _dense_part(self, start, stop, lengths):
+        part = self._dense[start:stop]
+        x = np.ascontiguousarray(part, dtype=np.float32)  # a view when it already is float32 C
+        padding = np.arange(x.shape[1]) >= lengths[:, None]
+        if padding.any():
+            # Zero the padding so a graph that multiplies by a mask never sees garbage (NaN * 0 =
+            # NaN) and the NaN check ignores it; copy first rather than write into the caller's array.
+            if np.may_share_memory(x, part):
+                x = x.copy()
+            x[padding] = 0.0
+        return x
+
+    def _padded_rows(self, start, stop, lengths):
+        rows = self._rows[start:stop]
+        x = np.zeros((len(rows), int(lengths.max()), rows[0].shape[1]), dtype=np.float32)
+        for i, (row, n) in enumerate(zip(rows, lengths)):
+            x[i, :n] = row[:n]
+        return x
 
 
 def pad_sequences(X, n_features, lengths=None, allow_nonfinite=False):
@@ -49,23 +73,26 @@ def pad_sequences(X, n_features, lengths=None, allow_nonfinite=False):
 
 
 def prepare(X, n_features, lengths=None, allow_nonfinite=False) -> Batch:
-    """Validate and convert ``X`` without padding ragged rows yet (see :class:`Batch`)."""
+    """Check ``X``'s shape, dtype and ``lengths`` now; convert it chunk by chunk later (see
+    :class:`Batch`). A NaN/Inf error names the first bad row when its chunk is reached."""
     ragged = isinstance(X, (list, tuple)) or (
         isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 1
     )
-    batch = _ragged(X, n_features, lengths) if ragged else _dense(X, n_features, lengths)
-    if not allow_nonfinite:
-        _check_finite(batch)
-    return batch
+    lengths, rows, dense = _ragged(X, n_features, lengths) if ragged else _dense(X, n_features, lengths)
+    return Batch(lengths, rows=rows, dense=dense, allow_nonfinite=allow_nonfinite)
 
 
-def _as_float32(value, what):
+def _numeric(value, what):
+    """``value`` as an array of numbers, without copying one that already is (bool, int, float);
+    conversion to float32 waits for its chunk."""
     try:  # ValueError here: nested lists of unequal lengths, non-numeric objects
         array = np.asarray(value)
         if array.dtype.kind not in "biufO":
             raise InvalidInputError(f"{what} must hold numbers, got dtype {array.dtype}")
-        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, caught later
-            return np.ascontiguousarray(array, dtype=np.float32)
+        if array.dtype.kind == "O":  # e.g. a list mixing numbers and arrays: convert now, once
+            with np.errstate(over="ignore"):
+                array = np.asarray(array, dtype=np.float32)
+        return array
     except (TypeError, ValueError) as exc:
         if isinstance(exc, InvalidInputError):
             raise
@@ -81,7 +108,7 @@ def _ragged(X, n_features, lengths):
         raise InvalidInputError("empty batch: X has no sequences")
     rows = []
     for i, value in enumerate(X):
-        row = _as_float32(value, f"row {i}")
+        row = _numeric(value, f"row {i}")
         if row.shape[:1] == (0,):
             raise _empty_row(i)
         if row.ndim != 2:
@@ -93,16 +120,12 @@ def _ragged(X, n_features, lengths):
         rows.append(row)
     steps = np.array([len(row) for row in rows], dtype=np.int64)
     if lengths is None:
-        return Batch(steps, rows=rows)
-    lengths = _check_lengths(lengths, steps)
-    return Batch(lengths, rows=[row[:n] for row, n in zip(rows, lengths)])
+        return steps, rows, None
+    return _check_lengths(lengths, steps), rows, None  # rows are cut to length when padded
 
 
 def _dense(X, n_features, lengths):
-    try:
-        array = np.asarray(X)
-    except ValueError as exc:
-        raise InvalidInputError(f"X cannot be read as a numeric array: {exc}") from None
+    array = _numeric(X, "X")
     if array.ndim != 3:
         hint = " (wrap a single sequence in a list: [X])" if array.ndim == 2 else ""
         raise InvalidInputError(
@@ -115,18 +138,9 @@ def _dense(X, n_features, lengths):
         raise InvalidInputError(f"expected {n_features} features, got {features}")
     if steps == 0:
         raise _empty_row(0)
-    x = _as_float32(array, "X")
     if lengths is None:
-        return Batch(np.full(n, steps, dtype=np.int64), dense=x)
-    lengths = _check_lengths(lengths, np.full(n, steps))
-    padding = np.arange(steps) >= lengths[:, None]
-    if padding.any():
-        # Zero the padding so a graph that multiplies by a mask never sees garbage (NaN * 0 = NaN);
-        # copy first rather than write into the caller's array.
-        if np.may_share_memory(x, array):
-            x = x.copy()
-        x[padding] = 0.0
-    return Batch(lengths, dense=x)
+        return np.full(n, steps, dtype=np.int64), None, array
+    return _check_lengths(lengths, np.full(n, steps)), None, array
 
 
 def _check_lengths(lengths, maxima):
@@ -142,17 +156,16 @@ def _check_lengths(lengths, maxima):
     bad = np.flatnonzero((array < 1) | (array > maxima))
     if bad.size:
         i = int(bad[0])
-        raise InvalidInputError(f"lengths[{i}]={int(array[i])} is outside 1..{int(maxima[i])}")
+        raise InvalidInputError(f"lengths[{i}]={int(array[i])} is outside 1..{int(maxima[i])}", row=i)
     return array.astype(np.int64, copy=False)
 
 
-def _check_finite(batch):
-    # Only the valid steps matter: dense padding was zeroed and ragged rows were cut to length.
-    rows = batch._rows if batch._dense is None else batch._dense
-    if batch._dense is not None and np.isfinite(rows).all():
-        return  # fast path; the loop below only runs to name the first bad row
-    for i, row in enumerate(rows):
-        if not np.isfinite(row).all():
-            raise InvalidInputError(
-                f"X contains NaN or Inf (row {i}); pass allow_nonfinite=True to run anyway"
-            )
+def _check_finite(x, first_row):
+    # Padding is zero here, so only the valid steps can fail.
+    if np.isfinite(x).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
+    raise InvalidInputError(
+        f"X contains NaN or Inf (row {first_row + bad}); pass allow_nonfinite=True to run anyway",
+        row=first_row + bad,
+    )
