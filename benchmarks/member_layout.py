@@ -133,7 +133,8 @@ def scan_layout(members):
 def wide_layout(members):
     """Every member's state side by side in one LSTM of hidden N*H, block-diagonal weights."""
     n, h = len(members), HIDDEN
-    nodes, inits, layer_in = [], [const("axis1", [1], np.int64), const("nbh", [0, n, h], np.int64)], "x"
+    nodes, inits, layer_in = [], [const("axis1", [1], np.int64), const("axis0_wide", [0], np.int64),
+                                  const("nbh", [0, n, h], np.int64)], "x"
     for layer in range(LAYERS):
         w, r, b = zip(*(weights(m, layer) for m in members))
         onnx_order = "iofg"  # ONNX gate order (i, o, f, c)
@@ -154,7 +155,8 @@ def wide_layout(members):
                                    [f"Y{layer}", f"Yh{layer}"], hidden_size=n * h),
                   helper.make_node("Squeeze", [f"Y{layer}", "axis1"], [f"y{layer}"])]
         layer_in = f"y{layer}"
-    nodes += [helper.make_node("Reshape", [f"Yh{LAYERS - 1}", "nbh"], ["last_bnh"]),
+    nodes += [helper.make_node("Squeeze", [f"Yh{LAYERS - 1}", "axis0_wide"], ["last_b_nh"]),
+              helper.make_node("Reshape", ["last_b_nh", "nbh"], ["last_bnh"]),
               helper.make_node("Transpose", ["last_bnh"], ["last"], perm=[1, 0, 2])]
     head_and_mean("last", members, nodes, inits)
     return finish(nodes, inits, "wide_layout")
@@ -186,7 +188,7 @@ def lstm_anatomy(repeats):
         proj = median_ms(lambda s=session(projection, threads): s.run(None, {"x": x.reshape(t * b, h)}), repeats)
         feeds = {f"x{i}": x[i] for i in range(t)}
         step = median_ms(lambda s=session(steps, threads): s.run(None, feeds), repeats)
-        xt, mt, st = torch.from_numpy(x.reshape(t * b, h)), torch.from_numpy(numpy_helper.to_array(m)), torch.from_numpy(x[0])
+        xt, mt, st = torch.from_numpy(x.reshape(t * b, h)), torch.from_numpy(numpy_helper.to_array(m).copy()), torch.from_numpy(x[0])
         tproj = median_ms(lambda: xt @ mt, repeats)
         tstep = median_ms(lambda: [st @ mt for _ in range(t)], repeats)
         print(f"{threads:>3} | {node:>9.2f} | {proj:>10.2f} {step:>13.2f} {100 * (proj + step) / node:>9.0f}% | "
