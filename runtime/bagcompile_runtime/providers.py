@@ -4,13 +4,22 @@ Measured onnxruntime behaviour this module works around:
 
 * ``get_available_providers()`` lists CUDA whenever onnxruntime-gpu is installed, even when the
   CUDA/cuDNN libraries are missing;
-* a session asked for CUDA without those libraries silently runs on CPU (C++ errors go to stderr),
-  so only ``session.get_providers()`` tells what was granted;
+* a session asked for CUDA without those libraries silently runs on CPU, so only
+  ``session.get_providers()`` tells what was granted. onnxruntime's *default* logger writes the
+  reason (which library failed to load, which CUDA/cuDNN it needs) straight to file descriptor 2,
+  two records per session, and no session option reaches that logger: :func:`native_stderr`
+  captures them while a CUDA session is created, so the one warning or error can carry the reason;
 * names that are unknown or unavailable only produce a ``UserWarning`` and a CPU session.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -26,6 +35,10 @@ class ProviderPlan:
     requested: list  # what is passed to onnxruntime: names or (name, options) tuples
     strict: bool  # True: raise if the first provider is not granted; False ("auto"): warn
     probing_cuda: bool  # "auto" trying CUDA: keep onnxruntime's C++ log quiet
+
+    @property
+    def wants_cuda(self) -> bool:
+        return CUDA in self.names
 
     @property
     def names(self):
@@ -62,19 +75,84 @@ def plan_providers(providers, ort) -> ProviderPlan:
     return ProviderPlan(kept, strict=True, probing_cuda=False)
 
 
-def check_granted(plan: ProviderPlan, granted, stacklevel=2) -> None:
-    """Raise (explicit request) or warn once ("auto") when the first provider was not granted."""
+def check_granted(plan: ProviderPlan, granted, stacklevel=2, reason: str = "") -> None:
+    """Raise (explicit request) or warn once ("auto") when the first provider was not granted.
+    ``reason``: onnxruntime's own account of the failure (see :func:`cuda_failure_reason`)."""
     wanted = plan.names[0]
     if wanted in granted:
         return
     if plan.strict:
         raise ProviderError(
             f"requested providers {plan.names} but onnxruntime granted {list(granted)}; "
-            "for CUDA check that the CUDA and cuDNN libraries match onnxruntime-gpu"
+            + (f"{reason}" if reason else "for CUDA check that the CUDA and cuDNN libraries match onnxruntime-gpu")
         )
     warnings.warn(
-        f"{wanted} is listed by onnxruntime but could not be used (missing CUDA/cuDNN "
-        f"libraries?); running on CPU ({list(granted)})",
+        f"{wanted} is listed by onnxruntime but could not be used "
+        f"({reason or 'missing CUDA/cuDNN libraries?'}); running on CPU ({list(granted)})",
         RuntimeWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+_FD2_LOCK = threading.Lock()  # one capture at a time: file descriptor 2 is process-wide
+
+
+@contextlib.contextmanager
+def native_stderr():
+    """Collect what native code writes to file descriptor 2 meanwhile; yields a list that holds
+    the text afterwards. Python's own ``sys.stderr`` is flushed first and is not redirected
+    unless it writes to descriptor 2 itself. Without a usable descriptor 2 nothing is captured."""
+    captured = []
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, AttributeError, ValueError):
+            yield captured
+            return
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                captured.append(sink.read().decode("utf-8", "replace"))
+
+
+# One record of onnxruntime's default logger (colour codes removed): timestamp, [E:onnxruntime:...
+_RECORD_START = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[EWIV]:onnxruntime:)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_cuda_failure(record: str) -> bool:
+    return "onnxruntime:Default" in record and ("CUDA" in record or "providers_cuda" in record)
+
+
+def cuda_failure_reason(text: str) -> str:
+    """A one-line reason from onnxruntime's CUDA failure records, e.g. "libcublasLt.so.13: cannot
+    open shared object file: No such file or directory; onnxruntime-gpu needs cuDNN 9.* and CUDA
+    13.*" ("" when the text holds none)."""
+    text = _ANSI.sub("", text)
+    parts = []
+    missing = re.search(r"with error: ([^\n]+)", text)
+    if missing:
+        parts.append(missing.group(1).strip())
+    needs = re.search(r"Require (cuDNN \S+ and CUDA \S+?)\.?(?:\s|$)", text)
+    if needs:
+        parts.append(f"onnxruntime-gpu needs {needs.group(1)}")
+    if not parts:
+        failed = re.search(r"Failed to create CUDAExecutionProvider[^\n]*", text)
+        if failed:
+            parts.append(failed.group(0).strip()[:300])
+    return "; ".join(parts)
+
+
+def split_cuda_failure(text: str) -> tuple[str, str]:
+    """(reason, everything else): onnxruntime's CUDA failure records are folded into the reason;
+    any other text (another library's, or other onnxruntime records) is handed back."""
+    records = [r for r in _RECORD_START.split(_ANSI.sub("", text)) if r]
+    failures = [r for r in records if _is_cuda_failure(r)]
+    rest = "".join(r for r in records if not _is_cuda_failure(r))
+    return cuda_failure_reason("".join(failures)), rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .errors import (
 )
 from .inputs import prepare
 from .metadata import read_metadata
-from .providers import CPU, check_granted, plan_providers
+from .providers import CPU, check_granted, native_stderr, plan_providers, split_cuda_failure
 
 # Contract: input/output name -> (onnx type, rank). See README "The model-file contract".
 INPUTS = {"x": ("tensor(float)", 3), "lengths": ("tensor(int64)", 1)}
@@ -147,19 +148,28 @@ class EnsembleSession:
                 raise ModelFormatError(f"model file not found: {path}")
 
         plan = plan_providers(providers, ort)
-        options = session_options
-        if options is None:
-            options = ort.SessionOptions()
-            if plan.probing_cuda:
-                options.log_severity_level = 3  # no C++ noise if CUDA libs are missing: we warn
+        options = session_options if session_options is not None else ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
 
-        self.session = _open(ort, path, source, plan, options)
+        reason = ""
+        if plan.wants_cuda:
+            # Missing CUDA libraries only show in onnxruntime's C++ log on descriptor 2: catch it,
+            # put the reason in our one warning/error, and pass any other text through.
+            captured = []
+            try:
+                with native_stderr() as captured:
+                    self.session = _open(ort, path, source, plan, options)
+            finally:
+                reason, other = split_cuda_failure("".join(captured))
+                if other:
+                    sys.stderr.write(other)
+        else:
+            self.session = _open(ort, path, source, plan, options)
         self.metadata = read_metadata(self.session, source)
         self.n_features = _check_contract(self.session, self.metadata, source)
         self.providers = list(self.session.get_providers())
-        check_granted(plan, self.providers, stacklevel=2)
+        check_granted(plan, self.providers, stacklevel=2, reason=reason)
         self.batch_size = batch_size
         self.allow_nonfinite = allow_nonfinite
         self._classes = np.asarray(self.metadata.classes)
