@@ -10,9 +10,7 @@ Exit 0 with 'skipped' when CUDA is not usable.
 script itself works (a test runs it) before a GPU machine's scarce minutes are spent on it.
 """
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,16 +18,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-3  # cuDNN/TF32 may differ from CPU in the 4th digit
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -50,7 +38,9 @@ def main(argv=None):
         if hasattr(ort, "preload_dlls"):  # onnxruntime >= 1.21
             ort.preload_dlls()
     sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     from bags import ragged_batch, random_bag
+    from inference import median_ms
 
     from bagcompile.compiler import compile_bag
     from bagcompile_runtime import EnsembleSession
@@ -97,7 +87,7 @@ def main(argv=None):
 
         # The same numbers first (the graph undoes a target scaling the random bag sets).
         np.testing.assert_allclose(graph()["prediction"].numpy(), accelerated.predict(x), rtol=1e-5, atol=1e-5)
-        tg, tt = median_seconds(graph, repeats), median_seconds(torch_loop, repeats)
+        tg, tt = median_ms(graph, repeats) / 1e3, median_ms(torch_loop, repeats) / 1e3
         print(f"batch {batch:>5} x {steps} steps, 10 members: graph {batch / tg:,.0f} rows/s, "
               f"torch loop {batch / tt:,.0f} rows/s, ratio {tt / tg:.2f}x")
     return 0 if worst <= TOLERANCE else 1

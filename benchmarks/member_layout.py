@@ -16,8 +16,6 @@ call for the input projection, one call per step for the recurrence), in onnxrun
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -26,19 +24,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bagcompile.compiler import compile_bag
 
-from inference import FEATURES, HIDDEN, LAYERS, make_bag
+from inference import FEATURES, HIDDEN, LAYERS, make_bag, median_ms
 
 OPSET = 18
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def session(model, threads=2):
