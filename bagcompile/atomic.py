@@ -10,35 +10,53 @@ from typing import Iterator, TextIO
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _finish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _temporary_beside(Path(path), "wb") as handle:
+        handle.write(data)
 
 
 @contextlib.contextmanager
 def atomic_text_writer(path) -> Iterator[TextIO]:
     """A text handle onto a temporary file beside ``path``, renamed to ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _temporary_beside(Path(path), "w", newline="") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path, mode: str, **open_args):
+    created = _make_parents(path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _finish(tmp, path)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as error:  # name the file asked for, not the temporary one
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
+        try:
+            with os.fdopen(fd, mode, **open_args) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            _finish(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for directory in reversed(created):  # a failed write leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         raise
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; return those created, outermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot create folder {folder}: {error.strerror}") from None
+    return list(reversed(missing))
 
 
 def _finish(tmp: str, path: Path) -> None:

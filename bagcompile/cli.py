@@ -283,7 +283,9 @@ def _variants(value):
               help="CSV to write (atomically).")
 @click.option("--sequence-column", help="CSV: column whose value groups rows into sequences.")
 @click.option("--window", type=click.IntRange(1), help="CSV: slide windows of this many rows over the file.")
-@click.option("--providers", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--providers", default="auto", show_default=True,
+              help="auto (CUDA if it really starts, else CPU with a warning), cpu, cuda (fail "
+                   "without CUDA), or an onnxruntime provider name.")
 @click.option("--chunk-size", type=click.IntRange(1), default=1024, show_default=True,
               help="Sequences scored at a time; memory is bounded by the chunk, not the file.")
 @click.option("--allow-nonfinite", is_flag=True,
@@ -295,6 +297,8 @@ def predict(model, input_path, output, sequence_column, window, providers, chunk
     \b
     NPZ: array 'x' (batch, time, features) and optional 'lengths' (batch,);
          without 'lengths' every row is taken as full length (padding included).
+         'x' is read from the archive --chunk-size rows at a time (a Fortran-ordered
+         'x', from np.asfortranarray, is read whole).
     CSV: one row per time step with the model's feature columns (extra columns are ignored).
          --sequence-column groups rows into sequences; --window N makes one sequence per
          window of N consecutive rows; otherwise the whole file is one sequence.
@@ -304,6 +308,7 @@ def predict(model, input_path, output, sequence_column, window, providers, chunk
     Output: one row per sequence; 'id' is the NPZ row, the --sequence-column value, the
     0-based data row a --window ends on, or 0 for a whole-file sequence. Classification:
     label and p_CLASS columns; regression: each target and its members' std (TARGET_std).
+    With --allow-nonfinite, a row with NaN/Inf input gets NaN values and an empty label.
     """
     from bagcompile_runtime import EnsembleSession
 

@@ -21,13 +21,17 @@ from bagcompile_runtime import InvalidInputError
 
 from .atomic import atomic_text_writer
 
-Chunk = tuple[list, "np.ndarray | None", list]  # (sequences, lengths or None, ids)
+Chunk = tuple[list, "np.ndarray | None", list]
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # (sequences, lengths or None, ids)
 
 
 def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, chunk_size: int = 1024,
                 allow_nonfinite: bool = False) -> Iterator[Chunk]:
     path = Path(path)
     if path.suffix.lower() == ".npz":
+        if sequence_column is not None or window is not None:
+            raise ValueError("--sequence-column and --window are for CSV input; an NPZ's 'x' already "
+                             "holds one sequence per row")
         yield from _npz_chunks(path, chunk_size)
         return
     if sequence_column is not None and window is not None:
@@ -62,9 +66,10 @@ def _npz_chunks(path: Path, chunk_size: int):
                     lengths = np.lib.format.read_array(handle, allow_pickle=False)
             with archive.open("x.npy") as handle:
                 yield from _stream_rows(handle, lengths, chunk_size, path)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        # zipfile, numpy's header reader and a short read all land here: one line naming the file.
-        message = str(error)
+    except Exception as error:
+        # zipfile (bad CRC, encryption, compression), numpy's header parser (tokenize and syntax
+        # errors on a damaged header) and short reads all land here: one line naming the file.
+        message = str(error) or type(error).__name__
         raise ValueError(message if message.startswith(str(path)) else
                          f"{path} is not a usable NPZ file: {message}") from None
 
@@ -73,20 +78,24 @@ def _stream_rows(handle, lengths, chunk_size: int, path: Path):
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):
         shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version == (2, 0):
+    elif version in ((2, 0), (3, 0)):
+        # 3.0 only allows UTF-8 in the header (structured field names); a numeric dtype's header
+        # is ASCII, laid out as in 2.0.
         shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
     else:
-        raise ValueError(f"'x' is in .npy format version {version}, which this reader does not stream")
+        raise ValueError(f"'x' is in .npy format version {version}, which this reader does not know")
     if dtype.hasobject:
         raise ValueError("'x' holds Python objects; save numbers (np.savez of a float array)")
-    if len(shape) == 0:
-        raise ValueError("'x' is a scalar; expected (batch, time, features)")
+    if len(shape) != 3:
+        raise ValueError(f"'x' must be (batch, time, features), got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError("'x' has no rows")
     n_rows = shape[0]
     if lengths is not None and lengths.ndim != 1:
         raise ValueError(f"{path}: 'lengths' must be one integer per row, got shape {lengths.shape}")
     if lengths is not None and len(lengths) != n_rows:
         raise ValueError(f"{path}: 'lengths' has {len(lengths)} entries for {n_rows} rows of 'x'")
-    if fortran_order:  # column-major rows are not contiguous on disk: read whole (rare: np.asfortranarray)
+    if fortran_order:  # column-major rows are not contiguous on disk: read whole (documented)
         data = handle.read()
         x = np.frombuffer(data, dtype).reshape(shape[::-1]).transpose()
         chunks = ((start, x[start:start + chunk_size]) for start in range(0, max(n_rows, 1), chunk_size))
@@ -100,7 +109,7 @@ def _stream_rows(handle, lengths, chunk_size: int, path: Path):
 def _contiguous_chunks(handle, shape, dtype, chunk_size: int, path: Path):
     row_shape = tuple(shape[1:])
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
-    if shape[0] == 0 or row_bytes == 0:  # let the runtime name the empty batch or empty row
+    if row_bytes == 0:  # no steps or no features: let the runtime name the problem
         yield 0, np.zeros(shape, dtype)
         return
     for start in range(0, shape[0], chunk_size):
@@ -135,13 +144,17 @@ def _csv_rows(path: Path, feature_names: list[str], group_column: str | None, al
             values = np.empty(len(idx), dtype=np.float32)
             for j, k in enumerate(idx):
                 try:
-                    values[j] = float(row[k])
+                    number = float(row[k])
                 except ValueError:
                     raise ValueError(f"{path} line {line}: non-numeric value {row[k]!r} in column "
                                      f"{header[k]!r}") from None
+                # Beyond float32's range becomes Inf (named below), without numpy's overflow warning.
+                values[j] = number if abs(number) <= _FLOAT32_MAX or not math.isfinite(number) \
+                    else math.copysign(math.inf, number)
                 if not allow_nonfinite and not math.isfinite(values[j]):
-                    raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not finite "
-                                     "(--allow-nonfinite scores it anyway)")
+                    beyond = " in float32 (beyond ±3.4e38)" if math.isfinite(float(row[k])) else ""
+                    raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not "
+                                     f"finite{beyond} (--allow-nonfinite scores it anyway)")
             yield line, None if group is None else row[group], values
 
 
@@ -224,7 +237,8 @@ def _rows_named_by_id(ids):
 def _write_chunk(writer, session, X, lengths, ids):
     if session.task == "classification":
         proba = session.predict_proba(X, lengths=lengths)
-        labels = np.asarray(session.classes)[proba.argmax(1)]
+        labels = np.asarray(session.classes)[proba.argmax(1)].astype(object)
+        labels[np.isnan(proba).any(axis=1)] = ""  # --allow-nonfinite rows: no class, not classes[0]
         for i, label, p in zip(ids, labels, proba):
             writer.writerow([i, label, *[f"{v:.6g}" for v in p]])
     else:

@@ -398,6 +398,7 @@ def test_predict_nonfinite_input_needs_the_flag(jv, jv_test, tmp_path):
     ok(invoke("predict", model, npz, "-o", out, "--allow-nonfinite"))
     _, rows = read_csv(out)
     assert len(rows) == 5 and all(v == "nan" for v in rows[1][2:])
+    assert rows[1][1] == "" and all(r[1] != "" for r in rows[:1] + rows[2:])  # no class for a NaN row
     assert all(np.isfinite(float(v)) for r in rows[:1] + rows[2:] for v in r[2:])
     # CSV: a 'nan' cell is refused with the same advice, and scored with the flag.
     csv_path = tmp_path / "nan.csv"
@@ -405,6 +406,10 @@ def test_predict_nonfinite_input_needs_the_flag(jv, jv_test, tmp_path):
     assert_one_line_error(invoke("predict", model, csv_path, "-o", out), 1, "line 2", "is not finite",
                           "--allow-nonfinite")
     ok(invoke("predict", model, csv_path, "-o", out, "--allow-nonfinite"))
+    # A finite number beyond float32's range is named as such, with no numpy warning line.
+    csv_path.write_text(",".join(JAPANESE_VOWELS_FEATURES) + "\n" + ",".join(["0.5"] * 11 + ["-1e39"]) + "\n")
+    assert_one_line_error(invoke("predict", model, csv_path, "-o", out), 1, "line 2",
+                          "'-1e39' in column", "is not finite in float32 (beyond ±3.4e38)")
 
 
 def test_predict_wrong_file_kinds_say_what_they_are(jv, jv_test, tmp_path):
@@ -608,3 +613,55 @@ def test_predict_npz_errors_name_the_file_row(jv, jv_test, tmp_path):
     assert_error_after_progress(invoke("predict", model, cut, "-o", out, "--chunk-size", 8),
                           "not a usable NPZ file", "'x' is truncated")
     assert not out.exists()
+
+
+def test_predict_npz_damage_and_misuse_are_one_line_errors(jv, jv_test, tmp_path):
+    import io
+
+    _, model = jv
+    out = tmp_path / "out.csv"
+    out.write_text("kept\n")  # a failed run must not touch an existing output
+
+    def npz_with(name, raw):
+        path = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("x.npy", raw)
+        return path
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((3, 5, 12), np.float32))
+    damaged = bytearray(buffer.getvalue())
+    damaged[8] = 0x20  # the header's dict no longer parses (numpy raised tokenize.TokenError)
+    assert_one_line_error(invoke("predict", model, npz_with("header", bytes(damaged)), "-o", out), 1,
+                          "header.npz is not a usable NPZ file")
+    for shape, needle in (((370, 12), "got shape (370, 12)"), ((0, 5, 12), "'x' has no rows")):
+        np.savez(tmp_path / "shape.npz", x=np.zeros(shape, np.float32))
+        assert_one_line_error(invoke("predict", model, tmp_path / "shape.npz", "-o", out, "--chunk-size", 7), 1,
+                              needle)
+    for option in (["--window", 5], ["--sequence-column", "id"]):
+        assert_one_line_error(invoke("predict", model, tmp_path / "shape.npz", "-o", out, *option), 1,
+                              "are for CSV input")
+    assert out.read_text() == "kept\n"
+    # .npy format 3.0 (numpy writes it for UTF-8 field names; np.load reads it) streams too.
+    x, lengths = pad_sequences(jv_test[0][:9], 12)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(x[:, :15]), version=(3, 0))
+    ok(invoke("predict", model, npz_with("v3", buffer.getvalue()), "-o", out, "--chunk-size", 4))
+    _, rows = read_csv(out)
+    expected = EnsembleSession(model, providers="cpu").predict_proba(x[:, :15])
+    np.testing.assert_allclose(np.array([[float(v) for v in r[2:]] for r in rows]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_failed_predict_leaves_no_new_folders_and_names_the_output(jv, tmp_path):
+    _, model = jv
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((2, 5, 3), np.float32))  # wrong feature count
+    assert_one_line_error(invoke("predict", model, bad, "-o", tmp_path / "new" / "deeper" / "out.csv"), 1,
+                          "12 features")
+    assert not (tmp_path / "new").exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((2, 5, 12), np.float32))
+    line = assert_one_line_error(invoke("predict", model, good, "-o", blocker / "out.csv"), 1)
+    assert f"cannot write {blocker / 'out.csv'}" in line and ".tmp" not in line, line

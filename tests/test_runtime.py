@@ -275,6 +275,12 @@ def test_chunking_equals_unchunked(cls_path, cls):
     np.testing.assert_array_equal(small.predict(x, lengths), cls.predict(x, lengths))
     with pytest.raises(InvalidInputError, match="batch_size"):
         EnsembleSession(cls_path, "cpu", batch_size=0)
+    for bad in (True, 2.0, "8"):
+        with pytest.raises(InvalidInputError, match="batch_size must be a positive integer"):
+            EnsembleSession(cls_path, "cpu", batch_size=bad)
+    numpy_int = EnsembleSession(cls_path, "cpu", batch_size=np.int64(3))
+    assert numpy_int.batch_size == 3 and type(numpy_int.batch_size) is int
+    np.testing.assert_array_equal(numpy_int.predict(x, lengths), cls.predict(x, lengths))
 
 
 @pytest.mark.parametrize("layout", ["dense float64 with padding", "ragged float64 rows", "dense int32"])
@@ -381,6 +387,10 @@ def test_metadata_and_properties(cls):
         (np.zeros((5, 29, F)), [3, 3, 40, 3, 3], r"lengths\[2\]=40 is outside 1\.\.29"),
         (np.zeros((2, 29, F)), [0, 3], r"lengths\[0\]=0 is outside 1\.\.29"),
         (np.zeros((2, 29, F)), [2.5, 3], "lengths must be integers"),
+        (np.zeros((2, 29, F)), [3.0, 1e20], r"lengths\[1\]=1e\+20 is outside 1\.\.29"),
+        (np.zeros((2, 29, F)), np.array([3, 2**64 - 1], np.uint64), r"lengths\[1\]=18446744073709551615 is outside"),
+        ([[[10 ** 400] * F]], None, "row 0 cannot be read as a numeric array: int too large"),
+        (np.array([[[10 ** 400] * F]], dtype=object), None, "X cannot be read as a numeric array: int too large"),
         ([np.zeros((3, F)), np.zeros((2, F))], [3, 3], r"lengths\[1\]=3 is outside 1\.\.2"),
         ([], None, "empty batch: X has no sequences"),
         (np.zeros((0, 3, F)), None, "empty batch: X has no sequences"),
@@ -531,6 +541,10 @@ def test_cuda_failure_records_become_one_reason():
     assert rest == "libfoo: note\n" + other  # not ours to swallow
     assert split_cuda_failure("") == ("", "")
     assert split_cuda_failure("plain text\n") == ("", "plain text\n")
+    # Another thread's output between and after the records is kept, in order.
+    first, second = ORT_GPU_WITHOUT_CUDA.split("\x1b[0;93m")
+    mixed = "hello\n" + first + "another library: important\n\x1b[0;93m" + second + "tail\n"
+    assert split_cuda_failure(mixed) == (reason, "hello\nanother library: important\ntail\n")
 
 
 def test_native_stderr_captures_descriptor_2_and_restores_it(capfd):

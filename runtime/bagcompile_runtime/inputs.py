@@ -93,7 +93,7 @@ def _numeric(value, what):
             with np.errstate(over="ignore"):
                 array = np.asarray(array, dtype=np.float32)
         return array
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # Overflow: a Python int of 400 digits
         if isinstance(exc, InvalidInputError):
             raise
         raise InvalidInputError(f"{what} cannot be read as a numeric array: {exc}") from None
@@ -149,14 +149,16 @@ def _check_lengths(lengths, maxima):
         raise InvalidInputError(f"expected lengths of shape (batch,), got shape {array.shape}")
     if len(array) != len(maxima):
         raise InvalidInputError(f"lengths has {len(array)} entries for a batch of {len(maxima)}")
-    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        array = array.astype(np.int64)  # 3.0 is a fine length; 2.5 is not
-    if array.dtype.kind not in "iu":
+    integral_floats = (array.dtype.kind == "f" and np.all(np.isfinite(array))
+                       and np.all(array == np.round(array)))  # 3.0 is a fine length; 2.5 is not
+    if array.dtype.kind not in "iu" and not integral_floats:
         raise InvalidInputError(f"lengths must be integers, got dtype {array.dtype}")
+    # Compared before any cast, so 1e20 or a uint64 beyond int64 is reported as it was given.
     bad = np.flatnonzero((array < 1) | (array > maxima))
     if bad.size:
         i = int(bad[0])
-        raise InvalidInputError(f"lengths[{i}]={int(array[i])} is outside 1..{int(maxima[i])}", row=i)
+        value = int(array[i]) if array.dtype.kind in "iu" else f"{array[i]:g}"
+        raise InvalidInputError(f"lengths[{i}]={value} is outside 1..{int(maxima[i])}", row=i)
     return array.astype(np.int64, copy=False)
 
 

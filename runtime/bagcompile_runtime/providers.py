@@ -121,13 +121,14 @@ def native_stderr():
                 captured.append(sink.read().decode("utf-8", "replace"))
 
 
-# One record of onnxruntime's default logger (colour codes removed): timestamp, [E:onnxruntime:...
-_RECORD_START = re.compile(r"(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[EWIV]:onnxruntime:)")
+# A record of onnxruntime's default logger (colour codes removed) is one line: timestamp, then
+# "[E:onnxruntime:Default, file:line function] message". Colour resets leave an empty line after it.
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[EWIV]:onnxruntime:Default, ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _is_cuda_failure(record: str) -> bool:
-    return "onnxruntime:Default" in record and ("CUDA" in record or "providers_cuda" in record)
+def _is_cuda_failure(line: str) -> bool:
+    return bool(_RECORD.match(line)) and ("CUDA" in line or "providers_cuda" in line)
 
 
 def cuda_failure_reason(text: str) -> str:
@@ -151,8 +152,16 @@ def cuda_failure_reason(text: str) -> str:
 
 def split_cuda_failure(text: str) -> tuple[str, str]:
     """(reason, everything else): onnxruntime's CUDA failure records are folded into the reason;
-    any other text (another library's, or other onnxruntime records) is handed back."""
-    records = [r for r in _RECORD_START.split(_ANSI.sub("", text)) if r]
-    failures = [r for r in records if _is_cuda_failure(r)]
-    rest = "".join(r for r in records if not _is_cuda_failure(r))
-    return cuda_failure_reason("".join(failures)), rest
+    every other line (another library's or thread's, other onnxruntime records) is handed back."""
+    failures, rest, after_failure = [], [], False
+    for line in text.splitlines(keepends=True):
+        plain = _ANSI.sub("", line)
+        if _is_cuda_failure(plain):
+            failures.append(plain)
+            after_failure = True
+        elif after_failure and not plain.strip():
+            after_failure = False  # the blank line a record's colour reset leaves behind
+        else:
+            rest.append(line)
+            after_failure = False
+    return cuda_failure_reason("".join(failures)), "".join(rest)

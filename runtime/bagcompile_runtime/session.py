@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import sys
@@ -134,8 +135,9 @@ class EnsembleSession:
 
     def __init__(self, path, providers="auto", *, intra_op_threads=None, session_options=None,
                  allow_nonfinite=False, batch_size=4096):
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)  # numpy integers too
         ort = _import_ort()
         if isinstance(path, (bytearray, memoryview)):
             path = bytes(path)
@@ -160,10 +162,13 @@ class EnsembleSession:
             try:
                 with native_stderr() as captured:
                     self.session = _open(ort, path, source, plan, options)
-            finally:
-                reason, other = split_cuda_failure("".join(captured))
-                if other:
-                    sys.stderr.write(other)
+            except BaseException:
+                sys.stderr.write(split_cuda_failure("".join(captured))[1])  # the error names the cause
+                raise
+            text = "".join(captured)
+            if plan.names[0] not in self.session.get_providers():
+                reason, text = split_cuda_failure(text)
+            sys.stderr.write(text)  # granted: onnxruntime's records (e.g. CPU-placed nodes) are news
         else:
             self.session = _open(ort, path, source, plan, options)
         self.metadata = read_metadata(self.session, source)
