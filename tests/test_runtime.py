@@ -6,6 +6,7 @@ each member is a linear map of the mean of the valid time steps, so a numpy refe
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -505,11 +506,11 @@ def test_granted_check_warns_for_auto_and_raises_for_explicit():
     from bagcompile_runtime.providers import ProviderPlan, check_granted
 
     cpu_only = ["CPUExecutionProvider"]
-    auto = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], False, True)
+    auto = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], False)
     with pytest.warns(RuntimeWarning, match="running on CPU") as caught:
         check_granted(auto, cpu_only)
     assert len(caught) == 1
-    strict = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], True, False)
+    strict = ProviderPlan(["CUDAExecutionProvider", "CPUExecutionProvider"], True)
     granted = r"requested providers \['CUDAExecutionProvider', 'CPUExecutionProvider'\] but "
     with pytest.raises(ProviderError, match=granted + r"onnxruntime granted \[.CPUExecution"):
         check_granted(strict, cpu_only)
@@ -568,14 +569,23 @@ def test_gpu_wheel_without_cuda_falls_back_with_one_warning(cls_path, tmp_path):
     RuntimeWarning carrying the reason and nothing else on stderr; "cuda" must raise. Installs the
     wheel (~260 MB) into a throwaway venv; skips when it cannot be fetched or CUDA really works."""
     venv = tmp_path / "gpu-venv"
+    try:
+        _check_gpu_wheel_fallback(venv, cls_path, tmp_path)
+    finally:  # ~600 MB installed: do not leave it in pytest's kept temp folders
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def _check_gpu_wheel_fallback(venv, cls_path, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "onnxruntime-gpu", "numpy"],
                              capture_output=True, text=True, timeout=900)
     if install.returncode != 0:
         pytest.skip(f"onnxruntime-gpu could not be installed here: {install.stderr.strip()[-300:]}")
-    runtime_dir = Path(__file__).resolve().parents[1] / "runtime"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(runtime_dir)],
+    # Built from a copy: an in-tree build would leave runtime/build/ behind.
+    source = shutil.copytree(Path(__file__).resolve().parents[1] / "runtime", tmp_path / "runtime",
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                    check=True, capture_output=True, timeout=300)
     x = np.random.default_rng(5).normal(size=(7, 6, F)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

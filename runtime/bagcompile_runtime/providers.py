@@ -34,7 +34,6 @@ CHOICES = '"auto", "cpu", "cuda", or a list of onnxruntime provider names'
 class ProviderPlan:
     requested: list  # what is passed to onnxruntime: names or (name, options) tuples
     strict: bool  # True: raise if the first provider is not granted; False ("auto"): warn
-    probing_cuda: bool  # "auto" trying CUDA: keep onnxruntime's C++ log quiet
 
     @property
     def wants_cuda(self) -> bool:
@@ -51,7 +50,7 @@ def plan_providers(providers, ort) -> ProviderPlan:
         key = providers.lower()
         if key == "auto":
             cuda = CUDA in available
-            return ProviderPlan([CUDA, CPU] if cuda else [CPU], strict=False, probing_cuda=cuda)
+            return ProviderPlan([CUDA, CPU] if cuda else [CPU], strict=False)
         if key in ("cpu", "cuda"):
             providers = [CPU] if key == "cpu" else [CUDA, CPU]
         elif providers in ort.get_all_providers():
@@ -72,7 +71,7 @@ def plan_providers(providers, ort) -> ProviderPlan:
         )
     # Unavailable fallbacks after the first would only make onnxruntime warn: drop them.
     kept = [p for p, n in zip(providers, names) if n in available]
-    return ProviderPlan(kept, strict=True, probing_cuda=False)
+    return ProviderPlan(kept, strict=True)
 
 
 def check_granted(plan: ProviderPlan, granted, stacklevel=2, reason: str = "") -> None:

@@ -82,6 +82,27 @@ def _open(ort, model, source, plan, options):
         ) from None
 
 
+def _open_cuda(ort, model, source, plan, options):
+    """``_open`` for a plan with CUDA in it: (session, reason CUDA was not granted or "").
+
+    Missing CUDA libraries only show in onnxruntime's C++ log on descriptor 2; that text is
+    caught, its CUDA failure records become the reason our one warning/error gives, and any
+    other text is passed on to stderr.
+    """
+    captured = []
+    try:
+        with native_stderr() as captured:
+            session = _open(ort, model, source, plan, options)
+    except BaseException:
+        sys.stderr.write(split_cuda_failure("".join(captured))[1])  # the error names the cause
+        raise
+    text, reason = "".join(captured), ""
+    if plan.names[0] not in session.get_providers():
+        reason, text = split_cuda_failure(text)
+    sys.stderr.write(text)  # CUDA granted: onnxruntime's records (e.g. nodes left on CPU) are news
+    return session, reason
+
+
 def _check_contract(session, meta, source) -> int:
     """Check the graph's inputs/outputs against the contract for its task; return n_features."""
 
@@ -154,23 +175,10 @@ class EnsembleSession:
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
 
-        reason = ""
         if plan.wants_cuda:
-            # Missing CUDA libraries only show in onnxruntime's C++ log on descriptor 2: catch it,
-            # put the reason in our one warning/error, and pass any other text through.
-            captured = []
-            try:
-                with native_stderr() as captured:
-                    self.session = _open(ort, path, source, plan, options)
-            except BaseException:
-                sys.stderr.write(split_cuda_failure("".join(captured))[1])  # the error names the cause
-                raise
-            text = "".join(captured)
-            if plan.names[0] not in self.session.get_providers():
-                reason, text = split_cuda_failure(text)
-            sys.stderr.write(text)  # granted: onnxruntime's records (e.g. CPU-placed nodes) are news
+            self.session, reason = _open_cuda(ort, path, source, plan, options)
         else:
-            self.session = _open(ort, path, source, plan, options)
+            self.session, reason = _open(ort, path, source, plan, options), ""
         self.metadata = read_metadata(self.session, source)
         self.n_features = _check_contract(self.session, self.metadata, source)
         self.providers = list(self.session.get_providers())
