@@ -546,21 +546,25 @@ def test_cuda_failure_records_become_one_reason():
     first, second = ORT_GPU_WITHOUT_CUDA.split("\x1b[0;93m")
     mixed = "hello\n" + first + "another library: important\n\x1b[0;93m" + second + "tail\n"
     assert split_cuda_failure(mixed) == (reason, "hello\nanother library: important\ntail\n")
+    # An unfinished line of someone else's runs straight into a record: both survive.
+    assert split_cuda_failure("partial" + ORT_GPU_WITHOUT_CUDA) == (reason, "partial")
 
 
-def test_native_stderr_captures_descriptor_2_and_restores_it(capfd):
-    from bagcompile_runtime.providers import native_stderr
+def test_native_stderr_captures_descriptor_2_and_restores_it(capfdbinary):
+    from bagcompile_runtime.providers import native_stderr, write_native_stderr
 
     with native_stderr() as captured:
-        os.write(2, b"from C\n")
-    assert captured == ["from C\n"]
+        os.write(2, b"from C \xe9\n")  # not UTF-8: given back byte for byte
+    assert captured == ["from C \udce9\n"]
+    write_native_stderr(captured[0])
+    assert capfdbinary.readouterr().err == b"from C \xe9\n"
     with pytest.raises(RuntimeError, match="boom"):
         with native_stderr() as captured:
             os.write(2, b"before the error\n")
             raise RuntimeError("boom")
     assert captured == ["before the error\n"]
     os.write(2, b"after\n")
-    assert capfd.readouterr().err == "after\n"
+    assert capfdbinary.readouterr().err == b"after\n"
 
 
 def test_gpu_wheel_without_cuda_falls_back_with_one_warning(cls_path, tmp_path):
@@ -622,6 +626,12 @@ def _check_gpu_wheel_fallback(venv, cls_path, tmp_path):
     assert result.stderr == "", result.stderr  # onnxruntime's C++ records were folded into the warning
     np.testing.assert_allclose(report["proba"], EnsembleSession(cls_path, "cpu").predict_proba(x),
                                rtol=1e-6, atol=1e-7)
+    # No stderr at all (descriptor 2 closed, sys.stderr None): the session still opens.
+    closed = subprocess.run(["sh", "-c", f"'{python}' -c 'import warnings; warnings.simplefilter(\"ignore\"); "
+                             f"from bagcompile_runtime import EnsembleSession as E; "
+                             f"print(E(\"{cls_path}\", \"auto\").providers)' 2>&-"],
+                            capture_output=True, text=True, timeout=300)
+    assert closed.returncode == 0 and closed.stdout.strip() == "['CPUExecutionProvider']", closed
 
 
 @pytest.mark.parametrize("providers", ["tpu", "", [], ["FooExecutionProvider"], 3])

@@ -99,14 +99,16 @@ _FD2_LOCK = threading.Lock()  # one capture at a time: file descriptor 2 is proc
 @contextlib.contextmanager
 def native_stderr():
     """Collect what native code writes to file descriptor 2 meanwhile; yields a list that holds
-    the text afterwards. Python's own ``sys.stderr`` is flushed first and is not redirected
+    the text afterwards (bytes that are not UTF-8 survive as surrogates: see
+    :func:`write_native_stderr`). Python's ``sys.stderr`` is flushed first and is not redirected
     unless it writes to descriptor 2 itself. Without a usable descriptor 2 nothing is captured."""
     captured = []
     with _FD2_LOCK:
-        try:
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # None, closed, broken
             sys.stderr.flush()
+        try:
             saved = os.dup(2)
-        except (OSError, AttributeError, ValueError):
+        except OSError:  # descriptor 2 closed
             yield captured
             return
         with tempfile.TemporaryFile() as sink:
@@ -117,17 +119,36 @@ def native_stderr():
                 os.dup2(saved, 2)
                 os.close(saved)
                 sink.seek(0)
-                captured.append(sink.read().decode("utf-8", "replace"))
+                captured.append(sink.read().decode("utf-8", "surrogateescape"))
+
+
+def write_native_stderr(text: str) -> None:
+    """Give captured text back to descriptor 2, byte for byte; silently when it is closed."""
+    data = text.encode("utf-8", "surrogateescape")
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(2, data):]
 
 
 # A record of onnxruntime's default logger (colour codes removed) is one line: timestamp, then
 # "[E:onnxruntime:Default, file:line function] message". Colour resets leave an empty line after it.
-_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[EWIV]:onnxruntime:Default, ")
+_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \[[EWIV]:onnxruntime:Default, ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _is_cuda_failure(line: str) -> bool:
     return bool(_RECORD.match(line)) and ("CUDA" in line or "providers_cuda" in line)
+
+
+def _lines(text: str):
+    """Lines of ``text`` (colour codes removed), a record that follows another source's unfinished
+    line on the same line split off from it."""
+    for line in _ANSI.sub("", text).splitlines(keepends=True):
+        start = _RECORD.search(line)
+        if start and start.start() > 0:
+            yield line[:start.start()]
+            line = line[start.start():]
+        yield line
 
 
 def cuda_failure_reason(text: str) -> str:
@@ -153,12 +174,11 @@ def split_cuda_failure(text: str) -> tuple[str, str]:
     """(reason, everything else): onnxruntime's CUDA failure records are folded into the reason;
     every other line (another library's or thread's, other onnxruntime records) is handed back."""
     failures, rest, after_failure = [], [], False
-    for line in text.splitlines(keepends=True):
-        plain = _ANSI.sub("", line)
-        if _is_cuda_failure(plain):
-            failures.append(plain)
+    for line in _lines(text):
+        if _is_cuda_failure(line):
+            failures.append(line)
             after_failure = True
-        elif after_failure and not plain.strip():
+        elif after_failure and not line.strip():
             after_failure = False  # the blank line a record's colour reset leaves behind
         else:
             rest.append(line)

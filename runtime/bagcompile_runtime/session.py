@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import re
-import sys
 
 import numpy as np
 
@@ -18,7 +17,14 @@ from .errors import (
 )
 from .inputs import prepare
 from .metadata import read_metadata
-from .providers import CPU, check_granted, native_stderr, plan_providers, split_cuda_failure
+from .providers import (
+    CPU,
+    check_granted,
+    native_stderr,
+    plan_providers,
+    split_cuda_failure,
+    write_native_stderr,
+)
 
 # Contract: input/output name -> (onnx type, rank). See README "The model-file contract".
 INPUTS = {"x": ("tensor(float)", 3), "lengths": ("tensor(int64)", 1)}
@@ -94,12 +100,12 @@ def _open_cuda(ort, model, source, plan, options):
         with native_stderr() as captured:
             session = _open(ort, model, source, plan, options)
     except BaseException:
-        sys.stderr.write(split_cuda_failure("".join(captured))[1])  # the error names the cause
+        write_native_stderr(split_cuda_failure("".join(captured))[1])  # the error names the cause
         raise
     text, reason = "".join(captured), ""
     if plan.names[0] not in session.get_providers():
         reason, text = split_cuda_failure(text)
-    sys.stderr.write(text)  # CUDA granted: onnxruntime's records (e.g. nodes left on CPU) are news
+    write_native_stderr(text)  # CUDA granted: onnxruntime's records (e.g. nodes left on CPU) are news
     return session, reason
 
 
