@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -23,10 +24,16 @@ def atomic_text_writer(path) -> Iterator[TextIO]:
 
 @contextlib.contextmanager
 def _temporary_beside(path: Path, mode: str, **open_args):
+    if path.is_symlink():  # update the file the link points to; keep the link
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():  # a pipe or device (/dev/stdout): no rename possible
+        with open(path, mode, **open_args) as handle:
+            yield handle
+        return
     created = _make_parents(path.parent)
     try:
-        try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:  # the temporary name stays short: the real name may already be near the 255 limit
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
         except OSError as error:  # name the file asked for, not the temporary one
             raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
         try:
@@ -60,7 +67,11 @@ def _make_parents(directory: Path) -> list[Path]:
 
 
 def _finish(tmp: str, path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+    try:  # a file being replaced keeps its mode
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:  # mkstemp creates 0600; give a new file the usual mode
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
     os.replace(tmp, path)

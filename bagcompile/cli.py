@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -399,6 +400,9 @@ def report(run_dir, out_dir):
 
 
 def main():
+    # SIGTERM (kill, a job scheduler's timeout) unwinds like Ctrl-C, so temporary files are
+    # removed and finished members are kept, instead of the process vanishing mid-write.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cli(prog_name="bagcompile")
 
 

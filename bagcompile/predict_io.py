@@ -11,6 +11,8 @@ import collections
 import contextlib
 import csv
 import math
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -21,8 +23,7 @@ from bagcompile_runtime import InvalidInputError
 
 from .atomic import atomic_text_writer
 
-Chunk = tuple[list, "np.ndarray | None", list]
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # (sequences, lengths or None, ids)
+Chunk = tuple[list, "np.ndarray | None", list]  # (sequences, lengths or None, ids)
 
 
 def iter_chunks(path: Path, feature_names, sequence_column=None, window=None, chunk_size: int = 1024,
@@ -65,7 +66,7 @@ def _npz_chunks(path: Path, chunk_size: int):
                 with archive.open("lengths.npy") as handle:
                     lengths = np.lib.format.read_array(handle, allow_pickle=False)
             with archive.open("x.npy") as handle:
-                yield from _stream_rows(handle, lengths, chunk_size, path)
+                yield from _stream_rows(handle, archive.getinfo("x.npy").file_size, lengths, chunk_size, path)
     except Exception as error:
         # zipfile (bad CRC, encryption, compression), numpy's header parser (tokenize and syntax
         # errors on a damaged header) and short reads all land here: one line naming the file.
@@ -74,20 +75,28 @@ def _npz_chunks(path: Path, chunk_size: int):
                          f"{path} is not a usable NPZ file: {message}") from None
 
 
-def _stream_rows(handle, lengths, chunk_size: int, path: Path):
+def _stream_rows(handle, member_size: int, lengths, chunk_size: int, path: Path):
     version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version in ((2, 0), (3, 0)):
-        # 3.0 only allows UTF-8 in the header (structured field names); a numeric dtype's header
-        # is ASCII, laid out as in 2.0.
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
-        raise ValueError(f"'x' is in .npy format version {version}, which this reader does not know")
+    with warnings.catch_warnings():  # e.g. "created on Python 2" for a 3L in the shape: harmless
+        warnings.simplefilter("ignore")
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version in ((2, 0), (3, 0)):
+            # 3.0 only allows UTF-8 in the header (structured field names); a numeric dtype's
+            # header is ASCII, laid out as in 2.0.
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"'x' is in .npy format version {version}, which this reader does not know")
     if dtype.hasobject:
         raise ValueError("'x' holds Python objects; save numbers (np.savez of a float array)")
     if len(shape) != 3:
         raise ValueError(f"'x' must be (batch, time, features), got shape {shape}")
+    data_size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for absurd headers
+    if min(shape) < 0 or handle.tell() + data_size != member_size:
+        held = member_size - handle.tell()
+        state = "truncated" if 0 <= data_size and held < data_size else "damaged"
+        raise ValueError(f"'x' is {state}: its header says shape {shape} of {dtype} "
+                         f"({data_size} bytes), but it holds {held} bytes of data")
     if shape[0] == 0:
         raise ValueError("'x' has no rows")
     n_rows = shape[0]
@@ -108,7 +117,7 @@ def _stream_rows(handle, lengths, chunk_size: int, path: Path):
 
 def _contiguous_chunks(handle, shape, dtype, chunk_size: int, path: Path):
     row_shape = tuple(shape[1:])
-    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    row_bytes = math.prod(row_shape) * dtype.itemsize
     if row_bytes == 0:  # no steps or no features: let the runtime name the problem
         yield 0, np.zeros(shape, dtype)
         return
@@ -148,9 +157,8 @@ def _csv_rows(path: Path, feature_names: list[str], group_column: str | None, al
                 except ValueError:
                     raise ValueError(f"{path} line {line}: non-numeric value {row[k]!r} in column "
                                      f"{header[k]!r}") from None
-                # Beyond float32's range becomes Inf (named below), without numpy's overflow warning.
-                values[j] = number if abs(number) <= _FLOAT32_MAX or not math.isfinite(number) \
-                    else math.copysign(math.inf, number)
+                with np.errstate(over="ignore"):  # beyond float32's range: Inf, named just below
+                    values[j] = number
                 if not allow_nonfinite and not math.isfinite(values[j]):
                     beyond = " in float32 (beyond ±3.4e38)" if math.isfinite(float(row[k])) else ""
                     raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not "
@@ -229,7 +237,7 @@ def _rows_named_by_id(ids):
     except InvalidInputError as error:
         if error.row is None:
             raise
-        message = str(error).replace(f"(row {error.row})", f"(row {ids[error.row]})")
+        message = re.sub(rf"\(row {error.row}\b", f"(row {ids[error.row]}", str(error))
         message = message.replace(f"lengths[{error.row}]", f"lengths[{ids[error.row]}]")
         raise InvalidInputError(message, row=ids[error.row]) from None
 

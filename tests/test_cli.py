@@ -599,6 +599,11 @@ def test_predict_npz_errors_name_the_file_row(jv, jv_test, tmp_path):
     assert_error_after_progress(invoke("predict", model, tmp_path / "inf.npz", "-o", out, "--chunk-size", 8),
                           "NaN or Inf (row 33)", "--allow-nonfinite")
     x[33, 0, 3] = 0
+    x[27, :, 0] = np.finfo(np.float32).max  # finite, but the model's arithmetic overflows
+    np.savez(tmp_path / "huge.npz", x=x, lengths=lengths)
+    assert_error_after_progress(invoke("predict", model, tmp_path / "huge.npz", "-o", out, "--chunk-size", 8),
+                                "outputs are not finite although the inputs are (row 27", "--allow-nonfinite")
+    x[27, :, 0] = 0
     bad_lengths = lengths.copy()
     bad_lengths[21] = 0
     np.savez(tmp_path / "len.npz", x=x, lengths=bad_lengths)
@@ -611,7 +616,7 @@ def test_predict_npz_errors_name_the_file_row(jv, jv_test, tmp_path):
         with zipfile.ZipFile(tmp_path / "whole.npz") as whole:
             archive.writestr("x.npy", whole.read("x.npy")[: len(data) // 2])
     assert_error_after_progress(invoke("predict", model, cut, "-o", out, "--chunk-size", 8),
-                          "not a usable NPZ file", "'x' is truncated")
+                          "not a usable NPZ file", "'x' is truncated: its header says shape (40, 29, 12)")
     assert not out.exists()
 
 
@@ -634,6 +639,10 @@ def test_predict_npz_damage_and_misuse_are_one_line_errors(jv, jv_test, tmp_path
     damaged[8] = 0x20  # the header's dict no longer parses (numpy raised tokenize.TokenError)
     assert_one_line_error(invoke("predict", model, npz_with("header", bytes(damaged)), "-o", out), 1,
                           "header.npz is not a usable NPZ file")
+    negative = buffer.getvalue().replace(b"(3, 5, 12), ", b"(-3, 5, 12),")  # same header length
+    assert negative != buffer.getvalue()
+    assert_one_line_error(invoke("predict", model, npz_with("negative", negative), "-o", out), 1,
+                          "'x' is damaged: its header says shape (-3, 5, 12)")
     for shape, needle in (((370, 12), "got shape (370, 12)"), ((0, 5, 12), "'x' has no rows")):
         np.savez(tmp_path / "shape.npz", x=np.zeros(shape, np.float32))
         assert_one_line_error(invoke("predict", model, tmp_path / "shape.npz", "-o", out, "--chunk-size", 7), 1,
@@ -665,3 +674,25 @@ def test_failed_predict_leaves_no_new_folders_and_names_the_output(jv, tmp_path)
     np.savez(good, x=np.zeros((2, 5, 12), np.float32))
     line = assert_one_line_error(invoke("predict", model, good, "-o", blocker / "out.csv"), 1)
     assert f"cannot write {blocker / 'out.csv'}" in line and ".tmp" not in line, line
+
+
+def test_sigterm_mid_predict_leaves_no_temporary_file(etth1, tmp_path):
+    """kill / a scheduler's timeout unwinds like Ctrl-C: exit 143, no output, no .tmp file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, model = etth1
+    out = tmp_path / "pred.csv"
+    process = subprocess.Popen([sys.executable, "-m", "bagcompile.cli", "predict", str(model), str(ETTH1_CSV),
+                                "-o", str(out), "--window", "96", "--chunk-size", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".pred.csv.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until the temporary output exists: the write is under way
+    assert list(tmp_path.glob(".pred.csv.*.tmp")), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []

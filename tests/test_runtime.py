@@ -420,10 +420,27 @@ def test_nonfinite_only_in_valid_part(cls_path, cls):
     x[0, 3:] = np.inf  # only padding
     assert cls.predict(x, [3, 5]).shape == (2,)
     x[1, 0, 0] = 1e300  # float64 beyond float32 range becomes Inf
+    with pytest.raises(InvalidInputError, match=r"beyond float32's range, ±3.4e38, that would become Inf \(row 1\)"):
+        cls.predict(x, [3, 5])
+    x[1, 0, 0] = np.nan  # a NaN before the big value is named as NaN
+    x[1, 1, 0] = 1e300
     with pytest.raises(InvalidInputError, match=r"NaN or Inf \(row 1\)"):
         cls.predict(x, [3, 5])
     lenient = EnsembleSession(cls_path, "cpu", allow_nonfinite=True)
     assert np.isnan(lenient.predict_proba(rows)[1]).all()
+
+
+def test_finite_inputs_that_overflow_inside_the_model_are_refused(cls_path, cls):
+    """float32-finite values whose sum overflows give NaN/Inf outputs: an error, not NaN rows."""
+    x = np.ones((5, 4, F), np.float32)
+    x[3, :, 0] = np.finfo(np.float32).max  # 4 x 3.4e38 summed over the steps = Inf
+    small = EnsembleSession(cls_path, "cpu", batch_size=2)
+    message = r"outputs are not finite although the inputs are \(row 3: largest \|x\| = 3.4e\+38"
+    for session in (cls, small):
+        with pytest.raises(InvalidInputError, match=message):
+            session.predict_proba(x)
+    lenient = EnsembleSession(cls_path, "cpu", allow_nonfinite=True).predict_proba(x)
+    assert np.isnan(lenient[3]).all() and np.isfinite(np.delete(lenient, 3, axis=0)).all()
 
 
 # ---------------------------------------------------------------- bad files

@@ -34,8 +34,13 @@ class Batch:
             x = self._dense_part(start, stop, lengths) if self._dense is not None \
                 else self._padded_rows(start, stop, lengths)
         if not self.allow_nonfinite:
-            _check_finite(x, start)
+            _check_finite(x, start, self._source_row)
         return x, lengths
+
+    def _source_row(self, i, length):
+        """Row ``i``'s valid steps as the caller gave them (before the float32 conversion)."""
+        row = self._dense[i] if self._dense is not None else self._rows[i]
+        return np.asarray(row[:length])
 
     def chunks(self, size):
         for start in range(0, len(self), size):
@@ -157,17 +162,22 @@ def _check_lengths(lengths, maxima):
     bad = np.flatnonzero((array < 1) | (array > maxima))
     if bad.size:
         i = int(bad[0])
-        value = int(array[i]) if array.dtype.kind in "iu" else f"{array[i]:g}"
+        value = array[i]
+        value = int(value) if array.dtype.kind in "iu" or abs(value) < 2**53 else repr(float(value))
         raise InvalidInputError(f"lengths[{i}]={value} is outside 1..{int(maxima[i])}", row=i)
     return array.astype(np.int64, copy=False)
 
 
-def _check_finite(x, first_row):
+def _check_finite(x, first_row, source_row):
     # Padding is zero here, so only the valid steps can fail.
     if np.isfinite(x).all():
         return
     bad = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
+    row = first_row + bad
+    source = source_row(row, int(np.isfinite(x[bad]).all(axis=1).argmin()) + 1)
+    if np.issubdtype(source.dtype, np.number) and np.isfinite(source).all():
+        raise InvalidInputError(
+            f"X holds a value beyond float32's range, ±3.4e38, that would become Inf (row {row}); "
+            "pass allow_nonfinite=True to run anyway", row=row)
     raise InvalidInputError(
-        f"X contains NaN or Inf (row {first_row + bad}); pass allow_nonfinite=True to run anyway",
-        row=first_row + bad,
-    )
+        f"X contains NaN or Inf (row {row}); pass allow_nonfinite=True to run anyway", row=row)
