@@ -251,14 +251,19 @@ def export(run_dir, output, opset, member_outputs, member_weights, nonfinite, va
     The graph is run in onnxruntime on held-out rows (as saved, re-padded with garbage, and with
     ragged lengths) and compared with PyTorch; above 1e-4 absolute nothing is written.
     """
+    from .atomic import is_stream
     from .compiler import DEFAULT_OPSET
     from .workflow import export_run
 
+    to_stream = is_stream(output)  # -o /dev/stdout: the model's bytes go there, the summary to stderr
+    if variants and to_stream:
+        raise InputError(f"--variants writes files beside the output; {output} is not a regular file")
     result = export_run(run_dir, output, member_weights=member_weights, nonfinite=nonfinite,
                         opset=opset or DEFAULT_OPSET, member_outputs=member_outputs)
     worst = max(r.max_abs_diff for r in result.parity)
     click.echo(f"wrote {output} ({result.size_bytes / 1024:.0f} KiB, {result.n_nodes} nodes, opset "
-               f"{result.opset}); max |onnx - torch| = {worst:.2e} over {sum(r.n_rows for r in result.parity)} rows")
+               f"{result.opset}); max |onnx - torch| = {worst:.2e} over {sum(r.n_rows for r in result.parity)} rows",
+               err=to_stream)
     if variants:
         from .compiler.variants import describe_report, load_verify_rows, write_variants
 
@@ -313,6 +318,7 @@ def predict(model, input_path, output, sequence_column, window, providers, chunk
     """
     from bagcompile_runtime import EnsembleSession
 
+    from .atomic import is_stream
     from .predict_io import iter_chunks, predict_to_csv
 
     from bagcompile_runtime import InvalidInputError
@@ -328,7 +334,8 @@ def predict(model, input_path, output, sequence_column, window, providers, chunk
         raise click.ClickException(str(error).replace("allow_nonfinite=True", "--allow-nonfinite")) from None
     finally:
         progress.close()
-    click.echo(f"wrote {total} predictions to {output} (providers: {', '.join(session.providers)})")
+    click.echo(f"wrote {total} predictions to {output} (providers: {', '.join(session.providers)})",
+               err=is_stream(output))  # -o /dev/stdout: keep the CSV clean
 
 
 @cli.command()

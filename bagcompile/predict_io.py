@@ -237,7 +237,7 @@ def _rows_named_by_id(ids):
     except InvalidInputError as error:
         if error.row is None:
             raise
-        message = re.sub(rf"\(row {error.row}\b", f"(row {ids[error.row]}", str(error))
+        message = re.sub(rf"\(row {error.row}\b", lambda _: f"(row {ids[error.row]}", str(error))
         message = message.replace(f"lengths[{error.row}]", f"lengths[{ids[error.row]}]")
         raise InvalidInputError(message, row=ids[error.row]) from None
 

@@ -113,3 +113,32 @@ def test_non_finite_input_steps_give_nan_rows_like_pytorch(task, form, bad):
     report = compare_outputs({k: got[k][..., good, :] if k == "members" else got[k][good] for k in expected},
                              {k: v[..., good, :] if k == "members" else v[good] for k, v in expected.items()})
     assert report.ok, report
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_runtime_accepts_a_dropped_member_and_refuses_a_nan_ensemble(task, tmp_path):
+    """The runtime's overflow check reads the ensemble's own output: a member dropped under the
+    'drop' policy (NaN in 'members') is fine; an ensemble output that is NaN is refused, for
+    predict() (labels only) too."""
+    from bagcompile_runtime import EnsembleSession, InvalidInputError
+
+    bag = random_bag(task, n_outputs=3, members=((6, 1, False), (5, 1, False), (4, 1, False)))
+    bag.nonfinite = "drop"
+    poison_member(bag, 1)
+    path = tmp_path / "drop.onnx"
+    path.write_bytes(compile_bag(bag, member_outputs=True).SerializeToString())
+    x, lengths = ragged_batch(bag, 4, 5)
+    session = EnsembleSession(path, "cpu")
+    out = session.run(x, lengths)
+    assert not np.isfinite(out["members"][1]).any() and np.isfinite(out["members"][[0, 2]]).all()
+    session.predict(x, lengths, return_std=True)
+    if task == "classification":
+        session.predict_proba(x, lengths)
+    bag.nonfinite = "propagate"  # now the member's Inf reaches the ensemble's output
+    path.write_bytes(compile_bag(bag).SerializeToString())
+    session = EnsembleSession(path, "cpu", batch_size=3)
+    with pytest.raises(InvalidInputError, match=r"outputs are not finite although the inputs are \(row 0, "
+                                                r"largest \|x\| = .*non-finite weights"):
+        session.predict(x, lengths)
+    lenient = EnsembleSession(path, "cpu", allow_nonfinite=True)
+    assert lenient.predict(x, lengths).shape[0] == 4

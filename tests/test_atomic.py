@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bagcompile.atomic import atomic_text_writer, atomic_write_bytes
+from bagcompile.atomic import atomic_text_writer, atomic_write_bytes, is_stream
 
 
 def test_failure_keeps_the_old_file_and_removes_new_folders(tmp_path):
@@ -61,5 +61,35 @@ def test_errors_name_the_output_not_the_temporary_file(tmp_path):
     blocker.write_text("")
     with pytest.raises(OSError, match=f"cannot write {blocker / 'out.csv'}"):
         atomic_write_bytes(blocker / "out.csv", b"1")
-    with pytest.raises(OSError, match=f"cannot create folder {blocker / 'sub'}"):
+    with pytest.raises(OSError, match=f"cannot write {blocker / 'sub' / 'out.csv'}: Not a directory"):
         atomic_write_bytes(blocker / "sub" / "out.csv", b"1")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(OSError, match="cannot write .*loop1: Too many levels of symbolic links"):
+        with atomic_text_writer(tmp_path / "loop1"):
+            pytest.fail("a symlink loop must fail before any work is done")
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        atomic_write_bytes(tmp_path, b"1")
+
+
+def test_a_folder_that_cannot_be_made_takes_back_those_made_before_it(tmp_path):
+    with pytest.raises(OSError, match="cannot create folder"):
+        atomic_write_bytes(tmp_path / "a" / "b" / ("n" * 300) / "out.csv", b"1")  # name too long
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_descriptor_paths_write_to_the_descriptor_as_opened(tmp_path):
+    """/dev/stdout and /dev/fd/N: written through the caller's descriptor, so a shell's
+    `>> log` appends instead of the log being truncated or renamed away."""
+    log = tmp_path / "log.txt"
+    log.write_text("previous\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert is_stream(f"/dev/fd/{fd}")
+        with atomic_text_writer(f"/dev/fd/{fd}") as handle:
+            handle.write("appended\n")
+        atomic_write_bytes(f"/proc/self/fd/{fd}", b"bytes\n")
+    finally:
+        os.close(fd)
+    assert log.read_text() == "previous\nappended\nbytes\n"
+    assert is_stream("/dev/null") and not is_stream(log) and not is_stream(tmp_path / "absent.csv")

@@ -696,3 +696,41 @@ def test_sigterm_mid_predict_leaves_no_temporary_file(etth1, tmp_path):
     process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_to_stdout_keep_the_summary_off_the_data(jv, jv_test, tmp_path):
+    """-o /dev/stdout into a pipe: stdout is exactly the CSV (or the ONNX bytes), the summary goes
+    to stderr; --variants needs a real file beside which to write."""
+    import subprocess
+    import sys
+
+    run_dir, model = jv
+    npz = tmp_path / "x.npz"
+    x, lengths = pad_sequences(jv_test[0][:6], 12)
+    np.savez(npz, x=x, lengths=lengths)
+    bagcompile = [sys.executable, "-m", "bagcompile.cli"]
+    piped = subprocess.run([*bagcompile, "predict", str(model), str(npz), "-o", "/dev/stdout"],
+                           capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    rows = list(csv.reader(piped.stdout.splitlines()))
+    assert rows[0][:2] == ["id", "label"] and [r[0] for r in rows[1:]] == [str(i) for i in range(6)]
+    assert "wrote 6 predictions to /dev/stdout" in piped.stderr
+    exported = subprocess.run([*bagcompile, "export", str(run_dir), "-o", "/dev/stdout"], capture_output=True,
+                              timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    assert onnx.load_model_from_string(exported.stdout).graph.node  # the bytes are the model itself
+    assert b"wrote /dev/stdout" in exported.stderr
+    assert_one_line_error(invoke("export", run_dir, "-o", "/dev/null", "--variants", "fp16"), 2,
+                          "--variants writes files beside the output; /dev/null is not a regular file")
+
+
+def test_row_renaming_survives_ids_with_backslashes(jv, jv_test, tmp_path):
+    _, model = jv
+    path = tmp_path / "seq.csv"
+    rows = [["sid", *JAPANESE_VOWELS_FEATURES]]
+    rows += [["ok", *["0.5"] * 12] for _ in range(4)]
+    rows += [["C:\\data\\d1", *(["3.4028234e38"] + ["0.5"] * 11)] for _ in range(6)]
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    assert_one_line_error(invoke("predict", model, path, "-o", tmp_path / "o.csv", "--sequence-column", "sid"),
+                          1, "outputs are not finite although the inputs are (row C:\\data\\d1,")

@@ -435,10 +435,11 @@ def test_finite_inputs_that_overflow_inside_the_model_are_refused(cls_path, cls)
     x = np.ones((5, 4, F), np.float32)
     x[3, :, 0] = np.finfo(np.float32).max  # 4 x 3.4e38 summed over the steps = Inf
     small = EnsembleSession(cls_path, "cpu", batch_size=2)
-    message = r"outputs are not finite although the inputs are \(row 3: largest \|x\| = 3.4e\+38"
+    message = r"outputs are not finite although the inputs are \(row 3, largest \|x\| = 3.4e\+38\)"
     for session in (cls, small):
-        with pytest.raises(InvalidInputError, match=message):
-            session.predict_proba(x)
+        for method in (session.predict_proba, session.predict):  # predict asks for labels only
+            with pytest.raises(InvalidInputError, match=message):
+                method(x)
     lenient = EnsembleSession(cls_path, "cpu", allow_nonfinite=True).predict_proba(x)
     assert np.isnan(lenient[3]).all() and np.isfinite(np.delete(lenient, 3, axis=0)).all()
 

@@ -109,21 +109,18 @@ def _open_cuda(ort, model, source, plan, options):
     return session, reason
 
 
-def _check_outputs_finite(outputs, x, lengths, start):
+def _check_outputs_finite(output, x, lengths, start):
     """Finite inputs can still overflow inside the model (|x| near float32's 3.4e38 scaled or
-    summed): such a row's outputs are NaN/Inf. Say so instead of returning them."""
-    bad = np.zeros(len(lengths), dtype=bool)
-    for name, value in outputs.items():
-        if value.dtype.kind == "f":
-            rows = value if BATCH_AXIS.get(name, 0) == 0 else np.moveaxis(value, BATCH_AXIS[name], 0)
-            bad |= ~np.isfinite(rows.reshape(len(lengths), -1)).all(axis=1)
+    summed), and a model with non-finite weights gives NaN anyway: such a row's output is
+    NaN/Inf. Say so instead of returning it (``output``: [batch, ...], the ensemble's own)."""
+    bad = ~np.isfinite(output.reshape(len(lengths), -1)).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         largest = float(np.abs(x[i, : lengths[i]]).max())
         raise InvalidInputError(
-            f"the model's outputs are not finite although the inputs are (row {start + i}: largest "
-            f"|x| = {largest:.3g}, too large for float32 arithmetic inside the model); "
-            "pass allow_nonfinite=True to get NaN rows instead", row=start + i)
+            f"the model's outputs are not finite although the inputs are (row {start + i}, largest "
+            f"|x| = {largest:.3g}): inputs too large for float32 arithmetic inside the model, or "
+            "non-finite weights; pass allow_nonfinite=True to get NaN rows instead", row=start + i)
 
 
 def _check_contract(session, meta, source) -> int:
@@ -231,11 +228,16 @@ class EnsembleSession:
     def _run(self, X, lengths, names):
         # Only locals here: onnxruntime's run is thread-safe, and so is this method.
         batch = prepare(X, self.n_features, lengths, self.allow_nonfinite)
+        # The ensemble's own output (not 'members': a dropped member may be NaN there) tells
+        # whether a row overflowed; asked for even when only 'label' is wanted.
+        checked = "probabilities" if self.task == "classification" else "prediction"
+        run_names = list(names) if checked in names or self.allow_nonfinite else [*names, checked]
         parts, start = [], 0
         for x, n in batch.chunks(self.batch_size):
-            parts.append(self.session.run(names, {"x": x, "lengths": n}))
+            outputs = self.session.run(run_names, {"x": x, "lengths": n})
             if not self.allow_nonfinite:
-                _check_outputs_finite(dict(zip(names, parts[-1])), x, n, start)
+                _check_outputs_finite(outputs[run_names.index(checked)], x, n, start)
+            parts.append(outputs[: len(names)])
             start += len(n)
         if len(parts) == 1:
             return dict(zip(names, parts[0]))
