@@ -17,11 +17,12 @@ class Batch:
     own chunk instead of the whole batch.
     """
 
-    __slots__ = ("lengths", "allow_nonfinite", "_rows", "_dense")
+    __slots__ = ("lengths", "allow_nonfinite", "_rows", "_dense", "_full")
 
-    def __init__(self, lengths, rows=None, dense=None, allow_nonfinite=False):
+    def __init__(self, lengths, rows=None, dense=None, allow_nonfinite=False, full=False):
         self.lengths, self.allow_nonfinite = lengths, allow_nonfinite
         self._rows, self._dense = rows, dense
+        self._full = full  # dense rows all at full length: no padding to zero (batch-1 latency)
 
     def __len__(self):
         return len(self.lengths)
@@ -30,9 +31,12 @@ class Batch:
         """Rows ``start:stop`` as float32 ``x [n, T, F]`` (C-contiguous) and int64 ``lengths``."""
         start, stop, _ = slice(start, stop).indices(len(self))
         lengths = self.lengths[start:stop]
-        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, caught below
-            x = self._dense_part(start, stop, lengths) if self._dense is not None \
-                else self._padded_rows(start, stop, lengths)
+        if self._dense is not None and self._dense.dtype == np.float32:
+            x = self._dense_part(start, stop, lengths)  # no conversion, so no overflow to silence
+        else:
+            with np.errstate(over="ignore"):  # float64 beyond float32 range becomes Inf, caught below
+                x = self._dense_part(start, stop, lengths) if self._dense is not None \
+                    else self._padded_rows(start, stop, lengths)
         if not self.allow_nonfinite:
             _check_finite(x, start, self._source_row)
         return x, lengths
@@ -49,6 +53,8 @@ class Batch:
     def _dense_part(self, start, stop, lengths):
         part = self._dense[start:stop]
         x = np.ascontiguousarray(part, dtype=np.float32)  # a view when it already is float32 C
+        if self._full:
+            return x
         padding = np.arange(x.shape[1]) >= lengths[:, None]
         if padding.any():
             # Zero the padding so a graph that multiplies by a mask never sees garbage (NaN * 0 =
@@ -83,8 +89,9 @@ def prepare(X, n_features, lengths=None, allow_nonfinite=False) -> Batch:
     ragged = isinstance(X, (list, tuple)) or (
         isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 1
     )
+    full = not ragged and lengths is None
     lengths, rows, dense = _ragged(X, n_features, lengths) if ragged else _dense(X, n_features, lengths)
-    return Batch(lengths, rows=rows, dense=dense, allow_nonfinite=allow_nonfinite)
+    return Batch(lengths, rows=rows, dense=dense, allow_nonfinite=allow_nonfinite, full=full)
 
 
 def _numeric(value, what):
