@@ -2,8 +2,8 @@
 
 A CSV is read row by row and scored ``chunk_size`` sequences at a time, so memory is bounded by
 the chunk (and the longest sequence), not by the file. An NPZ's 'x' is read from the archive
-as a stream, ``chunk_size`` rows at a time, so it is bounded the same way. The output is written to a temporary file and
-renamed when complete: a failed run leaves no partial output.
+as a stream, ``chunk_size`` rows at a time, so it is bounded the same way. The output is
+written to a temporary file and renamed when complete: a failed run leaves no partial output.
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def _stream_rows(handle, member_size: int, lengths, chunk_size: int, path: Path)
     if fortran_order:  # column-major rows are not contiguous on disk: read whole (documented)
         data = handle.read()
         x = np.frombuffer(data, dtype).reshape(shape[::-1]).transpose()
-        chunks = ((start, x[start:start + chunk_size]) for start in range(0, max(n_rows, 1), chunk_size))
+        chunks = ((start, x[start:start + chunk_size]) for start in range(0, n_rows, chunk_size))
     else:
         chunks = _contiguous_chunks(handle, shape, dtype, chunk_size, path)
     for start, part in chunks:
@@ -151,19 +151,21 @@ def _csv_rows(path: Path, feature_names: list[str], group_column: str | None, al
             if len(row) != len(header):
                 raise ValueError(f"{path} line {line}: {len(row)} cells, the header has {len(header)}")
             values = np.empty(len(idx), dtype=np.float32)
-            for j, k in enumerate(idx):
-                try:
-                    number = float(row[k])
-                except ValueError:
-                    raise ValueError(f"{path} line {line}: non-numeric value {row[k]!r} in column "
-                                     f"{header[k]!r}") from None
-                with np.errstate(over="ignore"):  # beyond float32's range: Inf, named just below
-                    values[j] = number
-                if not allow_nonfinite and not math.isfinite(values[j]):
-                    beyond = " in float32 (beyond ±3.4e38)" if math.isfinite(float(row[k])) else ""
-                    raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is not "
-                                     f"finite{beyond} (--allow-nonfinite scores it anyway)")
+            with np.errstate(over="ignore"):  # once per row; beyond float32's range: Inf, named below
+                for j, k in enumerate(idx):
+                    values[j] = _number(row[k], path, line, header[k])
+                    if not allow_nonfinite and not math.isfinite(values[j]):
+                        beyond = " in float32 (beyond ±3.4e38)" if math.isfinite(float(row[k])) else ""
+                        raise ValueError(f"{path} line {line}: {row[k]!r} in column {header[k]!r} is "
+                                         f"not finite{beyond} (--allow-nonfinite scores it anyway)")
             yield line, None if group is None else row[group], values
+
+
+def _number(cell: str, path: Path, line: int, column: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError(f"{path} line {line}: non-numeric value {cell!r} in column {column!r}") from None
 
 
 def _decoded(reader, path: Path):

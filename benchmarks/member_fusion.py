@@ -13,8 +13,6 @@ only the kernel layout differs. Median of ``--epochs`` epochs after one warm-up 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -23,6 +21,8 @@ from torch import nn
 from bagcompile.estimators import as_padded
 from bagcompile.members import LSTMMember, MemberSpec
 from bagcompile.recipes import etth1, japanese_vowels
+
+from inference import median_ms  # one warm-up, then the median
 
 HIDDEN, BATCH = 32, 32
 
@@ -98,16 +98,6 @@ def fused_epoch(model, opt, data, orders):
         opt.step()
 
 
-def median_epoch(run, epochs):
-    run()  # warm-up
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=10)
@@ -126,8 +116,8 @@ def main():
             opts = [torch.optim.Adam(m.parameters(), 3e-3) for m in models]
             fused = FusedLSTMs(args.members, x.shape[2], HIDDEN, outputs)
             fused_opt = torch.optim.Adam(fused.parameters(), 3e-3)
-            native = median_epoch(lambda: sequential_epoch(models, opts, data, epoch_orders(args.members, len(x), rng)), args.epochs)
-            joint = median_epoch(lambda: fused_epoch(fused, fused_opt, data, epoch_orders(args.members, len(x), rng)), args.epochs)
+            native = median_ms(lambda: sequential_epoch(models, opts, data, epoch_orders(args.members, len(x), rng)), args.epochs) / 1e3
+            joint = median_ms(lambda: fused_epoch(fused, fused_opt, data, epoch_orders(args.members, len(x), rng)), args.epochs) / 1e3
             print(f"{recipe.name:<16} {threads:>7} | {native:>16.2f} s | {joint:>12.2f} s {joint / native:>11.2f}x")
 
 

@@ -83,7 +83,7 @@ def check_granted(plan: ProviderPlan, granted, stacklevel=2, reason: str = "") -
     if plan.strict:
         raise ProviderError(
             f"requested providers {plan.names} but onnxruntime granted {list(granted)}; "
-            + (f"{reason}" if reason else "for CUDA check that the CUDA and cuDNN libraries match onnxruntime-gpu")
+            + (reason or "for CUDA check that the CUDA and cuDNN libraries match onnxruntime-gpu")
         )
     warnings.warn(
         f"{wanted} is listed by onnxruntime but could not be used "

@@ -115,14 +115,12 @@ def _check_outputs_finite(output, x, lengths, start):
     NaN/Inf. Say so instead of returning it (``output``: [batch, ...], the ensemble's own)."""
     if np.isfinite(output).all():
         return
-    bad = ~np.isfinite(output.reshape(len(lengths), -1)).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        largest = float(np.abs(x[i, : lengths[i]]).max())
-        raise InvalidInputError(
-            f"the model's outputs are not finite although the inputs are (row {start + i}, largest "
-            f"|x| = {largest:.3g}): inputs too large for float32 arithmetic inside the model, or "
-            "non-finite weights; pass allow_nonfinite=True to get NaN rows instead", row=start + i)
+    i = int(np.flatnonzero(~np.isfinite(output.reshape(len(lengths), -1)).all(axis=1))[0])
+    largest = float(np.abs(x[i, : lengths[i]]).max())
+    raise InvalidInputError(
+        f"the model's outputs are not finite although the inputs are (row {start + i}, largest "
+        f"|x| = {largest:.3g}): inputs too large for float32 arithmetic inside the model, or "
+        "non-finite weights; pass allow_nonfinite=True to get NaN rows instead", row=start + i)
 
 
 def _check_contract(session, meta, source) -> int:
