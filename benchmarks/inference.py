@@ -2,13 +2,19 @@
 
     python benchmarks/inference.py            # default grid, a few minutes on 2 cores
     python benchmarks/inference.py --full     # the whole grid of issue 5 (long: batch 4096 x 500 steps)
+    python benchmarks/inference.py --smoke    # one tiny row: does the script run (the tests do this)
 
 Per configuration (members of LSTM 2 layers, hidden 64, 12 features, 1 output), median ms per
 call over repeated runs, and each alternative as a multiple of the compiled graph's time:
 - graph: one ONNX file, every member + the mean inside, bagcompile_runtime.EnsembleSession;
 - torch: PyTorch eager loop over the members, then the mean (torch.no_grad, inference mode);
 - jit: the same loop traced with torch.jit.trace;
-- ort/member: one onnxruntime session per member, then a numpy mean.
+- ort/member: one onnxruntime session per member, then a numpy mean;
+- int8: the same graph after ``export --variants int8`` (onnxruntime's dynamic quantization,
+  LSTM -> DynamicQuantizeLSTM), in the runtime; its results differ from float32 by the 'int8 dev'
+  column (largest |difference| over the batch, outputs of scale ~0.1), so it is a trade, not a
+  drop-in;
+- torch-int8: PyTorch's own dynamic quantization of the loop (torch.ao.quantization, LSTM+Linear).
 'floor' is the compiled graph's time as a multiple of the arithmetic floor (LSTM FLOPs at
 320 GFLOP/s, this machine's measured float32 peak on 2 threads).
 Then where the graph's time goes (onnxruntime's profiler: kernel time by operator), and cold
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +73,7 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
     import torch
 
     from bagcompile.compiler import compile_bag
+    from bagcompile.compiler.variants import to_int8_dynamic
     from bagcompile_runtime import EnsembleSession
 
     bag = make_bag(n_members)
@@ -74,7 +82,11 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
     graph_path = workdir / f"bag_{n_members}.onnx"
     if not graph_path.exists():
         graph_path.write_bytes(compile_bag(bag).SerializeToString())
+    int8_path = workdir / f"bag_{n_members}.int8.onnx"
+    if not int8_path.exists():
+        to_int8_dynamic(graph_path, int8_path)
     session = EnsembleSession(graph_path, providers="cpu", intra_op_threads=threads, batch_size=batch)
+    int8_session = EnsembleSession(int8_path, providers="cpu", intra_op_threads=threads, batch_size=batch)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     member_sessions = []
@@ -102,6 +114,15 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
 
     with torch.inference_mode():
         traced = torch.jit.trace(Loop(bag.members).eval(), (xt,), check_trace=False)
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, once per call
+        warnings.simplefilter("ignore")
+        quantized = [torch.ao.quantization.quantize_dynamic(m, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+                     for m in bag.members]
+
+    def torch_int8_loop():
+        with torch.inference_mode():
+            return torch.stack([m.head(m.lstm(xt)[1][0][-1]) for m in quantized]).mean(0)
+
     feeds = {"x": x, "lengths": lengths}
     results = {
         "graph": median_ms(lambda: session.run(x), repeats),
@@ -109,10 +130,14 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
         "jit": median_ms(lambda: traced(xt), repeats) if traced is not None else float("nan"),
         "ort/member": median_ms(lambda: np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0),
                                 repeats),
+        "int8": median_ms(lambda: int8_session.run(x), repeats),
+        "torch-int8": median_ms(torch_int8_loop, repeats),
     }
     # Same numbers from every method (else the timing compares different work).
     ref = session.run(x)["prediction"]
     np.testing.assert_allclose(torch_loop().numpy(), ref, atol=1e-4)
+    results["int8 dev"] = float(np.abs(int8_session.run(x)["prediction"] - ref).max())
+    assert results["int8 dev"] < 1e-2, results["int8 dev"]  # a working quantisation, not noise
     results["floor"] = results["graph"] / (1e3 * lstm_flops(n_members, batch, length) / PEAK_FLOPS)
     return results
 
@@ -257,10 +282,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="the whole grid (members 1,5,10,20 x lengths "
                         "20,100,500 x batches 1,256,4096 x threads 1,2)")
+    parser.add_argument("--smoke", action="store_true", help="one tiny configuration and the table only: "
+                        "checks that the script runs (the tests do this), measures nothing worth quoting")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
-    if args.full:
+    if args.smoke:
+        grid = [(2, 5, 3, 1)]
+    elif args.full:
         grid = list(itertools.product([1, 5, 10, 20], [20, 100, 500], [1, 256, 4096], [1, 2]))
     else:
         grid = ([(m, 20, 1, t) for m in (1, 5, 10, 20) for t in (1, 2)]
@@ -269,16 +298,19 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{'members':>7} {'len':>4} {'batch':>5} {'thr':>3} | {'graph ms':>9} {'floor':>6} | "
-              f"{'torch/graph':>11} {'jit/graph':>9} {'ort-per-member/graph':>20}")
+              f"{'torch/graph':>11} {'jit/graph':>9} {'ort-per-member/graph':>20} | "
+              f"{'int8 ms':>8} {'torch/int8':>10} {'torch-int8/int8':>15} {'int8 dev':>8}")
         for n_members, length, batch, threads in grid:
             heavy = batch * length * n_members > 2_000_000
             r = measure(n_members, length, batch, threads, 3 if heavy else args.repeats, Path(tmp))
             rows.append({"members": n_members, "length": length, "batch": batch, "threads": threads, **r})
             print(f"{n_members:>7} {length:>4} {batch:>5} {threads:>3} | {r['graph']:>9.3f} {r['floor']:>5.1f}x | "
                   f"{r['torch'] / r['graph']:>10.2f}x {r['jit'] / r['graph']:>8.2f}x "
-                  f"{r['ort/member'] / r['graph']:>19.2f}x", flush=True)
-        where_the_time_goes(Path(tmp))
-        cold_start_and_memory(Path(tmp))
+                  f"{r['ort/member'] / r['graph']:>19.2f}x | {r['int8']:>8.3f} {r['torch'] / r['int8']:>9.2f}x "
+                  f"{r['torch-int8'] / r['int8']:>14.2f}x {r['int8 dev']:>8.1e}", flush=True)
+        if not args.smoke:
+            where_the_time_goes(Path(tmp))
+            cold_start_and_memory(Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -740,3 +740,20 @@ def test_gpu_check_script_runs_as_a_cpu_dry_run():
     assert float(lines[1].split("= ")[1].split()[0]) <= 1e-6  # same provider: equal up to rounding
     assert [line.split(" x ")[0] for line in lines[2:]] == ["batch    16", "batch    64"]
     assert all("rows/s" in line and line.endswith("x") for line in lines[2:])
+
+
+def test_inference_benchmark_runs_and_checks_every_method():
+    """benchmarks/inference.py --smoke: one tiny configuration through every method of the table
+    (graph, torch loop, jit, one session per member, int8 variant, torch int8); the script itself
+    asserts that each float32 method agrees with the graph before timing it."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "inference.py"), "--smoke", "--repeats", "2"],
+                            capture_output=True, text=True, timeout=300, cwd=root / "benchmarks")
+    assert result.returncode == 0, result.stdout + result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split()[:4] == ["members", "len", "batch", "thr"] and "torch/int8" in header
+    cells = row.replace("|", " ").split()
+    assert cells[:4] == ["2", "5", "3", "1"]
+    ratios = [float(c[:-1]) for c in cells if c.endswith("x")]
+    assert len(ratios) == 6 and all(r > 0 for r in ratios)  # floor, 3 vs the graph, 2 vs the int8 graph
+    assert 0 < float(cells[-1]) < 1e-2  # int8 differs from float32, but only by quantisation error
