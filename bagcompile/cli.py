@@ -349,17 +349,29 @@ def inspect(model):
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 256), show_default=True)
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch", "batches", type=click.IntRange(1), multiple=True, default=(1, 256), show_default=True,
+              help="Rows per call; repeat the option for several sizes.")
 @click.option("--length", type=click.IntRange(1), default=None, help="Sequence length (default: the model's input length, or 50).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads (default: onnxruntime's, one per core).")
 @click.option("--repeats", type=click.IntRange(3), default=30, show_default=True)
+@click.option("--providers", default="cpu", show_default=True,
+              help="cpu, cuda (fail without CUDA), auto, or an onnxruntime provider name.")
 @friendly_errors
-def bench(model, batches, length, threads, repeats):
-    """Median latency of MODEL in the runtime, per batch size (random inputs of the right shape)."""
+def bench(models, batches, length, threads, repeats, providers):
+    """Median latency of each MODEL in the runtime, per batch size (random inputs of the right shape).
+
+    Give several files to compare them side by side, e.g. a model and its variants:
+
+        bagcompile bench m.onnx m.int8.onnx --batch 1 --batch 256
+
+    Every repeat calls each model once, in turn, so machine noise falls on all of them alike;
+    'vs first' is how many times faster than the first MODEL each one is.
+    """
     from .inspection import benchmark
 
-    for row in benchmark(model, batches, length, threads, repeats):
+    for row in benchmark(models, batches, length, threads, repeats, providers=providers):
         click.echo(row)
 
 

@@ -105,20 +105,46 @@ def _describe_ort(path: Path) -> str:
     return "\n".join(lines + _members_and_metadata(meta))
 
 
-def benchmark(path, batches, length=None, threads=None, repeats=30):
+def benchmark(paths, batches, length=None, threads=None, repeats=30, providers="cpu"):
+    """Rows of a latency table, one per batch size and model.
+
+    Several models (say ``m.onnx`` and its ``m.int8.onnx``) are timed side by side: each repeat
+    calls every model once, in a rotating order, so a noisy machine slows them alike, and each
+    row says how many times faster than the first model it is.
+    """
     from bagcompile_runtime import EnsembleSession
 
-    session = EnsembleSession(path, providers="cpu", intra_op_threads=threads)
-    length = length or session.metadata.input_length or 50
-    rng = np.random.default_rng(0)
-    yield f"{'batch':>6} {'length':>6} {'median ms':>10} {'p90 ms':>8} {'rows/s':>10}"
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    sessions = [EnsembleSession(p, providers=providers, intra_op_threads=threads) for p in paths]
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):  # same file names from different folders: show the paths
+        names = [str(p) for p in paths]
+    compare = len(sessions) > 1
+    width = max(len(n) for n in names) if compare else 0
+    model_head = f" {'model':<{width}}" if compare else ""
+    yield (f"{'batch':>6} {'length':>6}{model_head} {'median ms':>10} {'p90 ms':>8} {'rows/s':>10}"
+           + (f" {'vs first':>9}" if compare else ""))
     for batch in batches:
-        x = rng.normal(size=(batch, length, session.n_features)).astype(np.float32)
-        session.run(x)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(x)
-            times.append(time.perf_counter() - start)
-        median = float(np.median(times))
-        yield f"{batch:>6} {length:>6} {median * 1e3:>10.3f} {np.percentile(times, 90) * 1e3:>8.3f} {batch / median:>10.0f}"
+        # Every model sees the same rows when the shapes agree.
+        inputs = [np.random.default_rng(0).normal(size=(batch, length or s.metadata.input_length or 50,
+                                                        s.n_features)).astype(np.float32) for s in sessions]
+        times = [[] for _ in sessions]
+        for session, x in zip(sessions, inputs):
+            session.run(x)  # warm-up
+        for r in range(repeats):
+            for k in range(len(sessions)):
+                i = (k + r) % len(sessions)
+                start = time.perf_counter()
+                sessions[i].run(inputs[i])
+                times[i].append(time.perf_counter() - start)
+        medians = [float(np.median(t)) for t in times]
+        for name, x, t, median in zip(names, inputs, times, medians):
+            row = f"{batch:>6} {x.shape[1]:>6}"
+            row += f" {name:<{width}}" if compare else ""
+            row += f" {median * 1e3:>10.3f} {np.percentile(t, 90) * 1e3:>8.3f} {batch / median:>10.0f}"
+            yield row + (f" {medians[0] / median:>8.2f}x" if compare else "")
+    granted = [", ".join(s.providers) for s in sessions]
+    if len(set(granted)) == 1:
+        yield f"providers: {granted[0]}"
+    else:
+        yield "providers: " + "; ".join(f"{name}: {g}" for name, g in zip(names, granted))

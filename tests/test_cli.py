@@ -114,7 +114,7 @@ def jv_test():
     ("export", ["RUN_DIR", "--output", "--opset", "--member-outputs"]),
     ("predict", ["MODEL", "INPUT", "--output", "--sequence-column", "--window", "--providers"]),
     ("inspect", ["MODEL"]),
-    ("bench", ["MODEL", "--batch", "--length", "--threads", "--repeats"]),
+    ("bench", ["MODEL...", "--batch", "--length", "--threads", "--repeats", "--providers"]),
     ("reproduce", ["--out", "--runs", "--members"]),
 ])
 def test_help(command, options):
@@ -219,8 +219,40 @@ def test_bench(jv):
     out = ok(invoke("bench", model, "--batch", 1, "--batch", 4, "--length", 10, "--repeats", 3)).stdout
     lines = out.strip().splitlines()
     assert lines[0].split() == ["batch", "length", "median", "ms", "p90", "ms", "rows/s"]
-    assert [line.split()[:2] for line in lines[1:]] == [["1", "10"], ["4", "10"]]
-    assert all(float(line.split()[2]) > 0 for line in lines[1:])
+    assert [line.split()[:2] for line in lines[1:-1]] == [["1", "10"], ["4", "10"]]
+    assert all(float(line.split()[2]) > 0 for line in lines[1:-1])
+    assert lines[-1] == "providers: CPUExecutionProvider"
+
+
+def test_bench_compares_a_model_with_its_int8_variant(jv, tmp_path):
+    """Several models: one row per batch and model, timed in turn, with the speed-up over the first."""
+    from bagcompile.compiler.variants import to_int8_dynamic
+
+    _, model = jv
+    int8 = to_int8_dynamic(model, tmp_path / "jv.int8.onnx")
+    out = ok(invoke("bench", model, int8, "--batch", 1, "--batch", 8, "--length", 7, "--repeats", 3)).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["batch", "length", "model", "median", "ms", "p90", "ms", "rows/s", "vs", "first"]
+    rows = [line.split() for line in lines[1:-1]]
+    assert [r[:3] for r in rows] == [["1", "7", "jv.onnx"], ["1", "7", "jv.int8.onnx"],
+                                     ["8", "7", "jv.onnx"], ["8", "7", "jv.int8.onnx"]]
+    assert rows[0][-1] == rows[2][-1] == "1.00x"  # the first model against itself
+    for first, other in ((rows[0], rows[1]), (rows[2], rows[3])):  # ratio = first's median / this one's
+        assert float(other[-1][:-1]) == pytest.approx(float(first[3]) / float(other[3]), rel=0.02, abs=0.01)
+    assert lines[-1] == "providers: CPUExecutionProvider"
+
+
+def test_bench_bad_input(jv, tmp_path):
+    _, model = jv
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    assert_one_line_error(invoke("bench", model, junk), 1, "junk.onnx")
+    assert_one_line_error(invoke("bench"), 2, "MODEL")
+    result = invoke("bench", model, "--providers", "cuda", "--repeats", 3, "--batch", 1)
+    if result.exit_code == 0:  # a machine where CUDA really starts
+        assert "CUDAExecutionProvider" in result.stdout.splitlines()[-1]
+    else:
+        assert_one_line_error(result, 1, "CUDAExecutionProvider")
 
 
 # ------------------------------------------------------------------ ETTh1 (regression)
