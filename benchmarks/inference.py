@@ -9,6 +9,8 @@ call over repeated runs, and each alternative as a multiple of the compiled grap
 - graph: one ONNX file, every member + the mean inside, bagcompile_runtime.EnsembleSession;
 - torch: PyTorch eager loop over the members, then the mean (torch.no_grad, inference mode);
 - jit: the same loop traced with torch.jit.trace;
+- compile: the same loop through torch.compile (inductor; needs a C++ compiler, 'nan' where it
+  cannot build; its compile time is not counted);
 - ort/member: one onnxruntime session per member, then a numpy mean;
 - int8: the same graph after ``export --variants int8`` (onnxruntime's dynamic quantization,
   LSTM -> DynamicQuantizeLSTM), in the runtime; its results differ from float32 by the 'int8 dev'
@@ -68,6 +70,22 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def compiled_or_none(module, example):
+    """torch.compile of ``module``, compiled here on ``example``; None where this machine cannot."""
+    import torch
+
+    torch._dynamo.reset()  # a fresh cache per configuration: no silent fall-back to eager after
+    # the recompile limit, and no guard on an earlier configuration's members
+    try:
+        compiled = torch.compile(module)
+        with torch.inference_mode():
+            compiled(example)
+        return compiled
+    except Exception as exc:  # no C++ compiler, unsupported platform: the column says nan
+        print(f"torch.compile unavailable here: {type(exc).__name__}: {exc}"[:200], file=sys.stderr)
+        return None
+
+
 def measure(n_members, length, batch, threads, repeats, workdir: Path):
     import onnxruntime as ort
     import torch
@@ -114,6 +132,7 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
 
     with torch.inference_mode():
         traced = torch.jit.trace(Loop(bag.members).eval(), (xt,), check_trace=False)
+    compiled = compiled_or_none(Loop(bag.members).eval(), xt)
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, once per call
         warnings.simplefilter("ignore")
         quantized = [torch.ao.quantization.quantize_dynamic(m, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
@@ -127,7 +146,8 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
     results = {
         "graph": median_ms(lambda: session.run(x), repeats),
         "torch": median_ms(torch_loop, repeats),
-        "jit": median_ms(lambda: traced(xt), repeats) if traced is not None else float("nan"),
+        "jit": median_ms(lambda: traced(xt), repeats),
+        "compile": median_ms(lambda: compiled(xt), repeats) if compiled is not None else float("nan"),
         "ort/member": median_ms(lambda: np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0),
                                 repeats),
         "int8": median_ms(lambda: int8_session.run(x), repeats),
@@ -135,7 +155,11 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
     }
     # Same numbers from every method (else the timing compares different work).
     ref = session.run(x)["prediction"]
-    np.testing.assert_allclose(torch_loop().numpy(), ref, atol=1e-4)
+    with torch.inference_mode():
+        others = [torch_loop(), traced(xt), compiled(xt) if compiled is not None else torch.from_numpy(ref)]
+    for other in [o.detach().numpy() for o in others] + [
+            np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0)]:
+        np.testing.assert_allclose(other, ref, atol=1e-4)
     results["int8 dev"] = float(np.abs(int8_session.run(x)["prediction"] - ref).max())
     assert results["int8 dev"] < 1e-2, results["int8 dev"]  # a working quantisation, not noise
     results["floor"] = results["graph"] / (1e3 * lstm_flops(n_members, batch, length) / PEAK_FLOPS)
@@ -298,14 +322,14 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{'members':>7} {'len':>4} {'batch':>5} {'thr':>3} | {'graph ms':>9} {'floor':>6} | "
-              f"{'torch/graph':>11} {'jit/graph':>9} {'ort-per-member/graph':>20} | "
+              f"{'torch/graph':>11} {'jit/graph':>9} {'compile/graph':>13} {'ort-per-member/graph':>20} | "
               f"{'int8 ms':>8} {'torch/int8':>10} {'torch-int8/int8':>15} {'int8 dev':>8}")
         for n_members, length, batch, threads in grid:
             heavy = batch * length * n_members > 2_000_000
             r = measure(n_members, length, batch, threads, 3 if heavy else args.repeats, Path(tmp))
             rows.append({"members": n_members, "length": length, "batch": batch, "threads": threads, **r})
             print(f"{n_members:>7} {length:>4} {batch:>5} {threads:>3} | {r['graph']:>9.3f} {r['floor']:>5.1f}x | "
-                  f"{r['torch'] / r['graph']:>10.2f}x {r['jit'] / r['graph']:>8.2f}x "
+                  f"{r['torch'] / r['graph']:>10.2f}x {r['jit'] / r['graph']:>8.2f}x {r['compile'] / r['graph']:>12.2f}x "
                   f"{r['ort/member'] / r['graph']:>19.2f}x | {r['int8']:>8.3f} {r['torch'] / r['int8']:>9.2f}x "
                   f"{r['torch-int8'] / r['int8']:>14.2f}x {r['int8 dev']:>8.1e}", flush=True)
         if not args.smoke:

@@ -744,8 +744,8 @@ def test_gpu_check_script_runs_as_a_cpu_dry_run():
 
 def test_inference_benchmark_runs_and_checks_every_method():
     """benchmarks/inference.py --smoke: one tiny configuration through every method of the table
-    (graph, torch loop, jit, one session per member, int8 variant, torch int8); the script itself
-    asserts that each float32 method agrees with the graph before timing it."""
+    (graph, torch loop, jit, torch.compile, one session per member, int8 variant, torch int8); the
+    script itself asserts that each float32 method agrees with the graph before timing it."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "inference.py"), "--smoke", "--repeats", "2"],
                             capture_output=True, text=True, timeout=300, cwd=root / "benchmarks")
@@ -755,5 +755,8 @@ def test_inference_benchmark_runs_and_checks_every_method():
     cells = row.replace("|", " ").split()
     assert cells[:4] == ["2", "5", "3", "1"]
     ratios = [float(c[:-1]) for c in cells if c.endswith("x")]
-    assert len(ratios) == 6 and all(r > 0 for r in ratios)  # floor, 3 vs the graph, 2 vs the int8 graph
+    assert len(ratios) == 7  # floor, 4 vs the graph, 2 vs the int8 graph
+    if "torch.compile unavailable here" in result.stderr:  # no C++ compiler: documented as nan
+        assert np.isnan(ratios.pop(3))
+    assert all(r > 0 for r in ratios)
     assert 0 < float(cells[-1]) < 1e-2  # int8 differs from float32, but only by quantisation error
