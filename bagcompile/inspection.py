@@ -114,7 +114,7 @@ def benchmark(paths, batches, length=None, threads=None, repeats=30, providers="
     """
     from bagcompile_runtime import EnsembleSession
 
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    paths = [Path(p) for p in paths]
     sessions = [EnsembleSession(p, providers=providers, intra_op_threads=threads) for p in paths]
     names = [p.name for p in paths]
     if len(set(names)) < len(names):  # same file names from different folders: show the paths

@@ -118,11 +118,9 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
     torch.set_num_threads(threads)
     xt = torch.from_numpy(x)
 
-    def torch_loop():
-        with torch.inference_mode():
-            return torch.stack([m.head(m.lstm(xt)[1][0][-1]) for m in bag.members]).mean(0)
-
     class Loop(torch.nn.Module):
+        """The common recipe: each member on the batch, then the mean."""
+
         def __init__(self, members):
             super().__init__()
             self.members = torch.nn.ModuleList(members)
@@ -130,36 +128,40 @@ def measure(n_members, length, batch, threads, repeats, workdir: Path):
         def forward(self, inputs):
             return torch.stack([m.head(m.lstm(inputs)[1][0][-1]) for m in self.members]).mean(0)
 
+    def inferring(module):
+        def call():
+            with torch.inference_mode():
+                return module(xt)
+        return call
+
+    torch_loop = inferring(Loop(bag.members).eval())
     with torch.inference_mode():
         traced = torch.jit.trace(Loop(bag.members).eval(), (xt,), check_trace=False)
     compiled = compiled_or_none(Loop(bag.members).eval(), xt)
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice, once per call
         warnings.simplefilter("ignore")
-        quantized = [torch.ao.quantization.quantize_dynamic(m, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
-                     for m in bag.members]
-
-    def torch_int8_loop():
-        with torch.inference_mode():
-            return torch.stack([m.head(m.lstm(xt)[1][0][-1]) for m in quantized]).mean(0)
+        torch_int8_loop = inferring(torch.ao.quantization.quantize_dynamic(
+            Loop(bag.members).eval(), {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8))
 
     feeds = {"x": x, "lengths": lengths}
-    results = {
-        "graph": median_ms(lambda: session.run(x), repeats),
-        "torch": median_ms(torch_loop, repeats),
-        "jit": median_ms(lambda: traced(xt), repeats),
-        "compile": median_ms(lambda: compiled(xt), repeats) if compiled is not None else float("nan"),
-        "ort/member": median_ms(lambda: np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0),
-                                repeats),
-        "int8": median_ms(lambda: int8_session.run(x), repeats),
-        "torch-int8": median_ms(torch_int8_loop, repeats),
-    }
+
+    def per_member():
+        return np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0)
+
+    float32_methods = {"torch": torch_loop, "jit": inferring(traced), "ort/member": per_member}
+    if compiled is not None:
+        float32_methods["compile"] = inferring(compiled)
+    results = {"graph": median_ms(lambda: session.run(x), repeats),
+               **{name: median_ms(fn, repeats) for name, fn in float32_methods.items()},
+               "int8": median_ms(lambda: int8_session.run(x), repeats),
+               "torch-int8": median_ms(torch_int8_loop, repeats)}
+    results.setdefault("compile", float("nan"))
     # Same numbers from every method (else the timing compares different work).
     ref = session.run(x)["prediction"]
-    with torch.inference_mode():
-        others = [torch_loop(), traced(xt), compiled(xt) if compiled is not None else torch.from_numpy(ref)]
-    for other in [o.detach().numpy() for o in others] + [
-            np.mean([s.run(["prediction"], feeds)[0] for s in member_sessions], 0)]:
-        np.testing.assert_allclose(other, ref, atol=1e-4)
+    for name, fn in float32_methods.items():
+        other = fn()
+        np.testing.assert_allclose(other.detach().numpy() if torch.is_tensor(other) else other, ref,
+                                   atol=1e-4, err_msg=name)
     results["int8 dev"] = float(np.abs(int8_session.run(x)["prediction"] - ref).max())
     assert results["int8 dev"] < 1e-2, results["int8 dev"]  # a working quantisation, not noise
     results["floor"] = results["graph"] / (1e3 * lstm_flops(n_members, batch, length) / PEAK_FLOPS)
